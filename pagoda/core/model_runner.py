@@ -1,0 +1,188 @@
+"""ModelRunner: builds the model from the registry, sizes the KV cache, and runs steps."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from pagoda.config import EngineConfig
+from pagoda.core.loader import load_weights
+from pagoda.core.sampler import Sampler, compute_prompt_logprobs
+from pagoda.core.scheduler import SchedulerOutput
+from pagoda.interfaces import AttentionMetadata, ModelContext
+from pagoda.layers.attention import Attention
+from pagoda.layers.forward_context import ForwardContext, forward_context
+from pagoda.layers.linear import UnquantizedLinearMethod
+from pagoda.outputs import PositionLogprobs
+from pagoda.plugin_manager import PluginManager
+
+logger = logging.getLogger("pagoda")
+
+
+@dataclass(slots=True)
+class ModelRunnerOutput:
+    """Per step: the sampled token (and its logprobs) of each request that reached its end,
+    plus prompt logprobs of the chunks that asked for them."""
+
+    req_ids: list[str] = field(default_factory=list)
+    sampled_token_ids: list[int] = field(default_factory=list)
+    logprobs: list[PositionLogprobs | None] = field(default_factory=list)
+    prompt_logprobs: dict[str, list[PositionLogprobs]] = field(default_factory=dict)
+
+
+class ModelRunner:
+    """Owns the model and the KV cache of one device."""
+
+    def __init__(self, config: EngineConfig, plugins: PluginManager) -> None:
+        self.config = config
+        self.device = config.device.torch_device
+        self.dtype = config.model.torch_dtype
+        self.block_size = config.cache.block_size
+        self.model = self._build_model(plugins)
+        self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
+        self.backend = self._build_attention_backend(plugins)
+        self.num_blocks = self._determine_num_blocks()
+        self._allocate_kv_cache()
+        self.sampler = Sampler()
+
+    def _build_model(self, plugins: PluginManager) -> torch.nn.Module:
+        m = self.config.model
+        arch = plugins.hook.resolve_model(hf_config=m.hf_config, model_path=m.model_path)
+        registry = plugins.models
+        if arch is None or arch not in registry:
+            supported = ", ".join(registry.names()) or "(none)"
+            raise ValueError(
+                f"model architecture {arch or m.architectures!r} is not supported; "
+                f"supported architectures: {supported}"
+            )
+        model_cls = registry.get(arch)
+        ctx = ModelContext(m.hf_config, self.dtype, lambda prefix: UnquantizedLinearMethod())
+        with torch.device(self.device):
+            model = model_cls(ctx)
+        load_weights(model, m)
+        return model.eval()
+
+    def _build_attention_backend(self, plugins: PluginManager) -> object:
+        registry = plugins.attention_backends
+        name = self.config.device.attention_backend
+        if name is None:
+            usable = [
+                e
+                for e in registry.entries()
+                if self.device.type in e.extra.get("devices", ("cpu",))
+            ]
+            if not usable:
+                raise ValueError(f"no attention backend for device {self.device.type!r}")
+            name = max(usable, key=lambda e: e.extra.get("priority", 0)).name
+        return registry.get(name)()
+
+    def _block_bytes(self) -> int:
+        per_layer = sum(2 * self.block_size * a.num_kv_heads * a.head_dim for a in self.attn_layers)
+        return per_layer * torch.finfo(self.dtype).bits // 8
+
+    def _determine_num_blocks(self) -> int:
+        cache = self.config.cache
+        if cache.num_gpu_blocks_override is not None:
+            return cache.num_gpu_blocks_override
+        if self.device.type == "cpu":
+            budget = cache.kv_cache_memory or 0
+        else:
+            free, total = torch.cuda.mem_get_info(self.device)
+            budget = int(total * cache.gpu_memory_utilization) - (total - free)
+        num_blocks = budget // self._block_bytes()
+        if num_blocks < 1:
+            raise ValueError("the KV cache budget is too small for a single block")
+        return int(num_blocks)
+
+    def _allocate_kv_cache(self) -> None:
+        for layer in self.attn_layers:
+            layer.kv_cache = torch.zeros(
+                2,
+                self.num_blocks,
+                self.block_size,
+                layer.num_kv_heads,
+                layer.head_dim,
+                dtype=self.dtype,
+                device=self.device,
+            )
+        max_len = self.config.model.max_model_len or 1
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%.1f MiB); maximum concurrency for %d-token "
+            "requests: %.2fx",
+            self.num_blocks,
+            self.block_size,
+            self.num_blocks * self._block_bytes() / 2**20,
+            max_len,
+            self.num_blocks * self.block_size / max_len,
+        )
+
+    def _prepare(
+        self, sched: SchedulerOutput
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        bs = self.block_size
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        qsl = [0]
+        seq_lens: list[int] = []
+        for s in sched.scheduled:
+            start = s.request.num_computed_tokens
+            end = start + s.num_new_tokens
+            input_ids.extend(s.request.token_ids[start:end])
+            positions.extend(range(start, end))
+            slots.extend(s.block_ids[p // bs] * bs + p % bs for p in range(start, end))
+            qsl.append(qsl[-1] + s.num_new_tokens)
+            seq_lens.append(end)
+        width = max(len(s.block_ids) for s in sched.scheduled)
+        tables = [s.block_ids + [0] * (width - len(s.block_ids)) for s in sched.scheduled]
+        dev = self.device
+        meta = AttentionMetadata(
+            num_decodes=sched.num_decodes,
+            query_start_loc=qsl,
+            seq_lens=seq_lens,
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            block_size=bs,
+            max_seq_len=max(seq_lens),
+        )
+        return (
+            torch.tensor(input_ids, dtype=torch.long, device=dev),
+            torch.tensor(positions, dtype=torch.long, device=dev),
+            meta,
+        )
+
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        input_ids, positions, meta = self._prepare(sched)
+        self.backend.prepare(meta)
+        with forward_context(ForwardContext(meta, self.backend)):
+            hidden = self.model(input_ids, positions)
+        out = ModelRunnerOutput()
+        rows = [i for i, s in enumerate(sched.scheduled) if s.samples]
+        if rows:
+            last = torch.tensor([meta.query_start_loc[i + 1] - 1 for i in rows], device=self.device)
+            logits = self.model.compute_logits(hidden[last]).float()
+            sampling_rows = [sched.scheduled[i].request.sampling_row for i in rows]
+            result = self.sampler(logits, sampling_rows)
+            out.req_ids = [sched.scheduled[i].request.request_id for i in rows]
+            out.sampled_token_ids = result.sampled_token_ids
+            out.logprobs = result.logprobs
+        for i, s in enumerate(sched.scheduled):
+            k = s.request.sampling_params.prompt_logprobs
+            if k is not None:
+                self._prompt_logprobs(s, hidden, meta.query_start_loc[i], k, out)
+        return out
+
+    def _prompt_logprobs(
+        self, s: object, hidden: torch.Tensor, offset: int, k: int, out: ModelRunnerOutput
+    ) -> None:
+        request = s.request  # type: ignore[attr-defined]
+        start = request.num_computed_tokens
+        stop = min(start + s.num_new_tokens, request.num_prompt_tokens - 1)  # type: ignore[attr-defined]
+        if stop <= start:
+            return
+        logits = self.model.compute_logits(hidden[offset : offset + stop - start]).float()
+        targets = torch.tensor(request.token_ids[start + 1 : stop + 1], device=self.device)
+        out.prompt_logprobs[request.request_id] = compute_prompt_logprobs(logits, targets, k)

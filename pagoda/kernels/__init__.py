@@ -1,0 +1,1 @@
+"""Compute kernels and their pure-torch references. Imports nothing of pagoda."""

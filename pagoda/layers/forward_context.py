@@ -1,0 +1,42 @@
+"""The per-step context attention layers read: the batch's metadata and the attention backend.
+
+The model runner sets it for exactly one forward pass with ``with forward_context(ctx):``.
+It is a context variable, so it cannot leak into another step or thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from pagoda.interfaces.attention import AttentionBackend
+from pagoda.layers.attention_metadata import AttentionMetadata
+
+
+@dataclass(slots=True)
+class ForwardContext:
+    """What one forward pass's attention layers need besides their inputs."""
+
+    meta: AttentionMetadata
+    backend: AttentionBackend
+
+
+_current: ContextVar[ForwardContext | None] = ContextVar("pagoda_forward_context", default=None)
+
+
+@contextmanager
+def forward_context(ctx: ForwardContext) -> Iterator[ForwardContext]:
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+def get_forward_context() -> ForwardContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("attention ran outside `with forward_context(...)`")
+    return ctx
