@@ -110,10 +110,12 @@ class KVCacheManager:
             # Tokens up to `total` are known now (the scheduled ones included), so every
             # block they fill can be published for later requests.
             start = self.req_published.get(request.request_id, 0)
-            hashes = self._block_hashes(request, min(total, request.num_tokens))
-            for i in range(start, len(hashes)):
+            known = min(total, request.num_tokens)
+            full = known // self.block_size
+            hashes = self._block_hashes(request, known)
+            for i in range(start, full):
                 self.pool.cache_block(blocks[i], hashes[i])
-            self.req_published[request.request_id] = len(hashes)
+            self.req_published[request.request_id] = max(start, full)
         return True
 
     def free(self, request: Request) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -13,12 +14,13 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
+        self.shape = (hidden_size,)
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x.to(dtype) * self.weight
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.shape, self.weight, self.eps)
+        # Half precision: normalise in float32, then scale in the input dtype (as transformers).
+        return F.rms_norm(x.float(), self.shape, None, self.eps).to(x.dtype) * self.weight
 
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None

@@ -27,12 +27,9 @@ def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
 def _yarn_inv_freq(
     inv_freq: torch.Tensor, dim: int, base: float, p: dict[str, Any], max_position: int
 ) -> tuple[torch.Tensor, float]:
-    factor = p["factor"]
-    original = p.get("original_max_position_embeddings")
-    if original:
-        factor = max_position / original
-    else:
-        original = max_position
+    # As transformers: the configured factor wins; the length ratio stands in for a missing one.
+    original = p.get("original_max_position_embeddings") or max_position
+    factor = p.get("factor") or max_position / original
     attention_factor = p.get("attention_factor")
     if attention_factor is None:
         mscale, mscale_all_dim = p.get("mscale"), p.get("mscale_all_dim")
@@ -106,6 +103,7 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
         self.register_buffer("cos_cache", freqs.cos() * scale, persistent=False)
         self.register_buffer("sin_cache", freqs.sin() * scale, persistent=False)
+        self._memo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
@@ -113,9 +111,34 @@ class RotaryEmbedding(nn.Module):
         out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
         return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
 
+    def _cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        # Every layer of a forward pass rotates at the same positions: look them up once.
+        memo = self._memo
+        if memo is None or memo[0] is not positions or memo[1].dtype != dtype:
+            cos = self.cos_cache[positions].unsqueeze(1).to(dtype)
+            sin = self.sin_cache[positions].unsqueeze(1).to(dtype)
+            memo = self._memo = (positions, cos, sin)
+        return memo[1], memo[2]
+
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        cos = self.cos_cache[positions].unsqueeze(1).to(q.dtype)
-        sin = self.sin_cache[positions].unsqueeze(1).to(q.dtype)
+        cos, sin = self._cos_sin(positions, q.dtype)
         return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+
+
+_ROPE_CACHE: dict[tuple, RotaryEmbedding] = {}
+
+
+def get_rope(head_dim: int, max_position: int, params: dict[str, Any]) -> RotaryEmbedding:
+    """One shared RotaryEmbedding per configuration, so all layers of a model use one table
+    (and one position lookup per forward pass)."""
+    key = (
+        head_dim,
+        max_position,
+        str(torch.get_default_device()),
+        tuple(sorted((k, repr(v)) for k, v in params.items())),
+    )
+    if key not in _ROPE_CACHE:
+        _ROPE_CACHE[key] = RotaryEmbedding(head_dim, max_position, params)
+    return _ROPE_CACHE[key]

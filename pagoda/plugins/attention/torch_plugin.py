@@ -1,13 +1,11 @@
-"""Entry point of the built-in torch attention backend (the CPU path)."""
+"""Entry point of the built-in CPU attention backends."""
 
 from pagoda.hookspecs import Register, hookimpl
+
+_MODULE = "pagoda.plugins.attention.torch_backend"
 
 
 @hookimpl
 def register_attention_backends(register: Register) -> None:
-    register(
-        "torch",
-        "pagoda.plugins.attention.torch_backend:TorchAttentionBackend",
-        devices=("cpu", "cuda"),
-        priority=0,
-    )
+    register("torch", f"{_MODULE}:TorchAttentionBackend", devices=("cpu", "cuda"), priority=0)
+    register("cpu", f"{_MODULE}:CPUAttentionBackend", devices=("cpu",), priority=10)

@@ -19,7 +19,7 @@ from pagoda.layers.linear import (
     default_weight_loader,
 )
 from pagoda.layers.norm import RMSNorm
-from pagoda.layers.rotary import RotaryEmbedding, rope_parameters
+from pagoda.layers.rotary import get_rope, rope_parameters
 
 
 class LlamaAttention(nn.Module):
@@ -47,9 +47,7 @@ class LlamaAttention(nn.Module):
         )
         self.q_norm = RMSNorm(self.head_dim, c.rms_norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, c.rms_norm_eps) if qk_norm else None
-        self.rotary_emb = RotaryEmbedding(
-            self.head_dim, c.max_position_embeddings, rope_parameters(c)
-        )
+        self.rotary_emb = get_rope(self.head_dim, c.max_position_embeddings, rope_parameters(c))
         self.attn = Attention(self.num_heads, self.head_dim, self.head_dim**-0.5, self.num_kv_heads)
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim

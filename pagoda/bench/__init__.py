@@ -1,0 +1,1 @@
+"""Benchmarks behind ``pagoda bench``: offline throughput and latency."""

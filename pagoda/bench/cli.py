@@ -1,0 +1,127 @@
+"""The ``pagoda bench`` command group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pagoda.cli_options import engine_options, pop_engine_kwargs
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: offline throughput and latency."""
+
+
+@bench.command()
+@engine_options
+@click.option("--num-prompts", type=int, default=64, show_default=True)
+@click.option(
+    "--input-len",
+    default="110",
+    show_default=True,
+    help="Prompt tokens: N (with --range-ratio) or LO:HI.",
+)
+@click.option(
+    "--output-len",
+    default="144",
+    show_default=True,
+    help="Output tokens per request: N (with --range-ratio) or LO:HI.",
+)
+@click.option(
+    "--range-ratio",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Lengths uniform in [N(1-r), N(1+r)].",
+)
+@click.option("--prompts-file", default=None, help="Text file, one prompt per line.")
+@click.option("--random-ids", is_flag=True, help="Token ids uniform in [0, 10000) instead of text.")
+@click.option(
+    "--bench-seed", type=int, default=0, show_default=True, help="random.seed for the workload."
+)
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option(
+    "--compare",
+    type=click.Choice(["hf"]),
+    default=None,
+    help="Also run transformers generate on the same workload.",
+)
+@click.option(
+    "--hf-batch-size",
+    type=int,
+    default=None,
+    help="transformers batch size (default: all requests in one padded batch).",
+)
+@click.option("--no-warmup", is_flag=True)
+@click.option("--output-json", default=None, help="Write the results here.")
+def throughput(**kwargs: Any) -> None:
+    """Offline throughput: every request submitted at once, ignore_eos."""
+    from pagoda.bench.throughput import run_throughput
+    from pagoda.bench.workload import (
+        corpus_token_ids,
+        file_workload,
+        parse_length,
+        random_workload,
+    )
+    from pagoda.llm import LLM
+
+    engine = pop_engine_kwargs(kwargs)
+    llm = LLM(**engine)
+    tokenizer = llm.get_tokenizer()
+    out_range = parse_length(kwargs["output_len"], kwargs["range_ratio"])
+    if kwargs["prompts_file"]:
+        requests = file_workload(kwargs["prompts_file"], tokenizer, out_range, kwargs["bench_seed"])
+    else:
+        corpus = None if kwargs["random_ids"] else corpus_token_ids(tokenizer)
+        requests = random_workload(
+            kwargs["num_prompts"],
+            parse_length(kwargs["input_len"], kwargs["range_ratio"]),
+            out_range,
+            kwargs["bench_seed"],
+            corpus,
+        )
+    click.echo(
+        f"workload: {len(requests)} requests, "
+        f"{sum(len(r.prompt_token_ids) for r in requests)} prompt tokens, "
+        f"{sum(r.max_tokens for r in requests)} output tokens"
+    )
+    run_throughput(
+        llm,
+        requests,
+        kwargs["temperature"],
+        kwargs["compare"],
+        kwargs["hf_batch_size"],
+        kwargs["output_json"],
+        not kwargs["no_warmup"],
+    )
+
+
+@bench.command()
+@engine_options
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--input-len", type=int, default=32, show_default=True)
+@click.option("--output-len", type=int, default=128, show_default=True)
+@click.option("--num-iters-warmup", type=int, default=1, show_default=True)
+@click.option("--num-iters", type=int, default=3, show_default=True)
+@click.option("--compare", type=click.Choice(["hf"]), default=None)
+@click.option("--output-json", default=None)
+def latency(**kwargs: Any) -> None:
+    """Latency of one batch end to end; reports decode ms per output token."""
+    from pagoda.bench.latency import run_latency
+    from pagoda.llm import LLM
+
+    engine = pop_engine_kwargs(kwargs)
+    engine["enable_prefix_caching"] = False
+    llm = LLM(**engine)
+    run_latency(
+        llm,
+        kwargs["batch_size"],
+        kwargs["input_len"],
+        kwargs["output_len"],
+        kwargs["num_iters_warmup"],
+        kwargs["num_iters"],
+        kwargs["compare"],
+        kwargs["output_json"],
+    )

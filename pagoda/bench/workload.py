@@ -1,0 +1,73 @@
+"""Benchmark workloads: prompts of given token lengths and per-request output lengths."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(slots=True)
+class BenchRequest:
+    """One benchmark request: its prompt token ids and how many tokens it must produce."""
+
+    prompt_token_ids: list[int]
+    max_tokens: int
+
+
+def parse_length(text: str, range_ratio: float) -> tuple[int, int]:
+    """``"N"`` with a range ratio r -> [N(1-r), N(1+r)]; ``"LO:HI"`` -> [LO, HI]."""
+    if ":" in text:
+        lo, hi = (int(x) for x in text.split(":", 1))
+    else:
+        n = int(text)
+        lo, hi = round(n * (1 - range_ratio)), round(n * (1 + range_ratio))
+    if not 1 <= lo <= hi:
+        raise ValueError(f"bad length range {text!r} (ratio {range_ratio}): [{lo}, {hi}]")
+    return lo, hi
+
+
+def corpus_token_ids(tokenizer: Any) -> list[int]:
+    text = resources.files("pagoda.bench").joinpath("data/corpus.txt").read_text()
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def random_workload(
+    num_prompts: int,
+    input_range: tuple[int, int],
+    output_range: tuple[int, int],
+    seed: int,
+    corpus: list[int] | None = None,
+    vocab_size: int = 10000,
+) -> list[BenchRequest]:
+    """Lengths from Python's ``random`` seeded with ``seed``: all prompt lengths first, then
+    all output lengths. Prompts are windows of ``corpus`` (real text, chosen by a second RNG
+    so the lengths do not depend on it) or, without a corpus, ids uniform in [0, vocab_size)."""
+    random.seed(seed)
+    in_lens = [random.randint(*input_range) for _ in range(num_prompts)]
+    out_lens = [random.randint(*output_range) for _ in range(num_prompts)]
+    picker = random.Random(seed + 1)
+    requests = []
+    for n, m in zip(in_lens, out_lens, strict=True):
+        if corpus:
+            reps = -(-n // len(corpus)) + 1
+            text = corpus * reps
+            start = picker.randrange(len(corpus))
+            ids = text[start : start + n]
+        else:
+            ids = [picker.randrange(vocab_size) for _ in range(n)]
+        requests.append(BenchRequest(ids, m))
+    return requests
+
+
+def file_workload(
+    path: str, tokenizer: Any, output_range: tuple[int, int], seed: int
+) -> list[BenchRequest]:
+    """One prompt per non-empty line of a text file; output lengths as in random_workload."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    rng = random.Random(seed)
+    return [
+        BenchRequest(list(tokenizer.encode(line)), rng.randint(*output_range)) for line in lines
+    ]

@@ -1,0 +1,113 @@
+"""The ``pagoda`` command: generate, chat, plugins, bench (plus commands plugins add)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from pagoda.cli_options import engine_options, pop_engine_kwargs
+
+
+@click.group()
+@click.version_option(package_name="pagoda-llm")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def cli(verbose: bool) -> None:
+    """pagoda: LLM inference and serving."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _sampling_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--max-tokens", type=int, default=256, show_default=True),
+            click.option("--temperature", type=float, default=0.7, show_default=True),
+            click.option("--top-p", type=float, default=1.0, show_default=True),
+            click.option("--top-k", type=int, default=0, show_default=True),
+            click.option("--sampling-seed", type=int, default=None, help="Seed for sampling."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _sampling_params(kwargs: dict[str, Any]) -> Any:
+    from pagoda.sampling_params import SamplingParams
+
+    return SamplingParams(
+        max_tokens=kwargs["max_tokens"],
+        temperature=kwargs["temperature"],
+        top_p=kwargs["top_p"],
+        top_k=kwargs["top_k"],
+        seed=kwargs["sampling_seed"],
+    )
+
+
+@cli.command()
+@engine_options
+@click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable).")
+@_sampling_options
+def generate(**kwargs: Any) -> None:
+    """Complete one or more prompts: pagoda generate [MODEL] --prompt "TEXT" ...
+
+    With no --prompt, reads one prompt from standard input.
+    """
+    from pagoda.llm import LLM
+
+    engine = pop_engine_kwargs(kwargs)
+    prompts = list(kwargs["prompts"]) or [sys.stdin.read()]
+    llm = LLM(**engine)
+    for out in llm.generate(prompts, _sampling_params(kwargs), use_tqdm=False):
+        click.echo(out.prompt + out.outputs[0].text)
+
+
+@cli.command()
+@engine_options
+@click.option("--system", default=None, help="A system message.")
+@_sampling_options
+def chat(**kwargs: Any) -> None:
+    """Chat interactively with a model; replies stream as they are generated."""
+    from pagoda.chat import run_chat
+
+    engine = pop_engine_kwargs(kwargs)
+    run_chat(engine, _sampling_params(kwargs), kwargs["system"])
+
+
+@cli.command()
+def plugins() -> None:
+    """List loaded plugins, their distributions, and what each registered."""
+    from pagoda.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    for hook in (
+        "register_models",
+        "register_attention_backends",
+        "register_quant_methods",
+        "register_tool_parsers",
+        "register_reasoning_parsers",
+        "register_guided_backends",
+    ):
+        pm.registry(hook)
+    for info in pm.plugins.values():
+        dist = f"{info.distribution} {info.version}" if info.distribution else "(in memory)"
+        click.echo(f"{info.name}  [{dist}]")
+        for kind, names in sorted(info.registered.items()):
+            click.echo(f"    {kind}: {', '.join(names)}")
+
+
+def _add_plugin_commands() -> None:
+    from pagoda.bench.cli import bench
+    from pagoda.plugin_manager import get_plugin_manager
+
+    cli.add_command(bench)
+    get_plugin_manager().hook.register_commands(cli=cli)
+
+
+def main() -> None:
+    _add_plugin_commands()
+    cli()
