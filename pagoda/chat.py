@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import click
 
-from pagoda.sampling_params import SamplingParams
+from pagoda.sampling_params import RequestOutputKind, SamplingParams
 
 
 def run_chat(engine_kwargs: dict[str, Any], params: SamplingParams, system: str | None) -> None:
     from pagoda.llm import LLM
 
     llm = LLM(**engine_kwargs)
+    params = copy.copy(params)
+    params.output_kind = RequestOutputKind.DELTA
     engine = llm.llm_engine
     tokenizer = llm.get_tokenizer()
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
@@ -31,14 +34,12 @@ def run_chat(engine_kwargs: dict[str, Any], params: SamplingParams, system: str 
         request_id = f"chat-{turn}"
         turn += 1
         engine.add_request(request_id, {"prompt": text, "prompt_token_ids": ids}, params)
-        request = engine.requests[request_id]
         reply = ""
         finished = False
         while not finished:
             for out in engine.step():
                 finished = out.finished
-                delta = request.detokenizer.get_next_output_text(finished, delta=True)
-                reply += delta
-                click.echo(delta, nl=False)
+                reply += out.outputs[0].text
+                click.echo(out.outputs[0].text, nl=False)
         click.echo()
         messages.append({"role": "assistant", "content": reply})

@@ -111,3 +111,50 @@ def _add_plugin_commands() -> None:
 def main() -> None:
     _add_plugin_commands()
     cli()
+
+
+@cli.command()
+@engine_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--served-model-name",
+    "served_model_name",
+    multiple=True,
+    help="Name(s) clients use for the model (default: the model argument).",
+)
+@click.option(
+    "--api-key",
+    envvar="PAGODA_API_KEY",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' on /v1 routes (env PAGODA_API_KEY).",
+)
+@click.option(
+    "--chat-template", default=None, help="Chat template: a file path or an inline Jinja template."
+)
+@click.option(
+    "--allowed-origins",
+    default='["*"]',
+    show_default=True,
+    help="CORS origins: a JSON list or comma-separated.",
+)
+@click.option("--disable-log-requests", is_flag=True, help="Do not log each request.")
+@click.option(
+    "--max-log-len",
+    type=int,
+    default=None,
+    help="Log at most this many prompt characters per request.",
+)
+@click.option(
+    "--max-request-body-bytes",
+    type=int,
+    default=32 << 20,
+    show_default=True,
+    help="Larger request bodies get a 413.",
+)
+def serve(**kwargs: Any) -> None:
+    """Serve a model over the OpenAI HTTP API (default: SmolLM2 on http://127.0.0.1:8000)."""
+    from pagoda.server.launch import serve_from_cli
+
+    engine = pop_engine_kwargs(kwargs)
+    serve_from_cli(engine, kwargs)

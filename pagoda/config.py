@@ -114,6 +114,7 @@ class CacheConfig:
     gpu_memory_utilization: float = 0.9
     enable_prefix_caching: bool = True
     num_gpu_blocks_override: int | None = None
+    kv_cache_memory_is_default: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -216,4 +217,5 @@ class EngineConfig:
             m.max_model_len = limit
         if self.cache.kv_cache_memory is None and device.type == "cpu":
             self.cache.kv_cache_memory = 2 << 30
+            self.cache.kv_cache_memory_is_default = True
         return self

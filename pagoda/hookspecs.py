@@ -47,17 +47,35 @@ def register_quant_methods(register: Register) -> None:
 
 @hookspec
 def register_tool_parsers(register: Register) -> None:
-    """Register tool-call parsers by ``--tool-call-parser`` name."""
+    """Register tool-call parsers by ``--tool-call-parser`` name.
+
+    Called once per process when the registries are built (server start-up).
+
+    :param register: ``register(name, cls_or_ref)``; the class implements the tool-parser
+        contract of :mod:`pagoda.interfaces` (vLLM's ``ToolParser`` method names).
+    """
 
 
 @hookspec
 def register_reasoning_parsers(register: Register) -> None:
-    """Register reasoning parsers by ``--reasoning-parser`` name."""
+    """Register reasoning parsers by ``--reasoning-parser`` name.
+
+    Called once per process when the registries are built (server start-up).
+
+    :param register: ``register(name, cls_or_ref)``; the class implements the reasoning-parser
+        contract of :mod:`pagoda.interfaces` (vLLM's ``ReasoningParser`` method names).
+    """
 
 
 @hookspec
 def register_guided_backends(register: Register) -> None:
-    """Register guided-decoding backends by name."""
+    """Register guided-decoding backends by name (``--guided-decoding-backend``).
+
+    Called once per process when the registries are built.
+
+    :param register: ``register(name, cls_or_ref)``; the class implements the guided-decoding
+        contract of :mod:`pagoda.interfaces`.
+    """
 
 
 @hookspec
@@ -74,7 +92,9 @@ def register_attention_backends(register: Register) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the ``pagoda`` command group.
 
-    Called once when the CLI starts. Use ``@cli.command()``.
+    Called once, in the CLI process, before the command line is parsed.
+
+    :param cli: the ``pagoda`` :class:`click.Group`; add commands with ``@cli.command()``.
     """
 
 
@@ -95,14 +115,22 @@ def resolve_model(hf_config: Any, model_path: str) -> str | None:
 def resolve_quant_method(hf_quant_config: dict | None, requested: str | None) -> str | None:
     """Pick which registered quantization method handles this checkpoint.
 
-    Stops at first non-None result. The built-in fallback returns ``requested`` or the
-    config's ``quant_method``.
+    Called once at engine start-up. Stops at first non-None result. The built-in fallback
+    (``trylast``) returns ``requested`` or the config's ``quant_method``.
+
+    :param hf_quant_config: the checkpoint's ``quantization_config`` dict, or None.
+    :param requested: the ``--quantization`` flag, or None.
+    :return: a name registered through :func:`register_quant_methods`, or None to pass.
     """
 
 
 @hookspec(historic=True)
 def configure(config: EngineConfig) -> None:
-    """Inspect or adjust the final engine config once per process. Must be idempotent.
+    """Inspect or adjust the final engine config. Must be idempotent.
 
-    Historic: a plugin registered later still receives the call.
+    Called by each engine after its config is final and before the model is built, in the
+    engine's process. Historic: a plugin registered later still receives the call. Raising
+    stops start-up with that error.
+
+    :param config: the :class:`pagoda.config.EngineConfig`; a plugin may change defaults.
     """

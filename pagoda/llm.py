@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 from pagoda.config import DEFAULT_MODEL, EngineConfig
 from pagoda.core.engine import LLMEngine, PromptInput
 from pagoda.outputs import RequestOutput
-from pagoda.sampling_params import SamplingParams
+from pagoda.sampling_params import RequestOutputKind, SamplingParams
 
 Message = dict[str, Any]
 
@@ -51,6 +52,13 @@ class LLM:
                 raise ValueError(
                     f"got {len(prompts)} prompts but {len(params_list)} sampling params"
                 )
+        # Only final outputs are returned, so the engine need not build the others.
+        final_only = {}
+        for p in params_list:
+            if id(p) not in final_only and p.output_kind is RequestOutputKind.CUMULATIVE:
+                final_only[id(p)] = copy.copy(p)
+                final_only[id(p)].output_kind = RequestOutputKind.FINAL_ONLY
+        params_list = [final_only.get(id(p), p) for p in params_list]
         ids = []
         try:
             for prompt, p in zip(prompts, params_list, strict=True):

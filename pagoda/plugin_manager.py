@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
@@ -76,7 +77,15 @@ class PluginManager:
             self._load_entrypoints(allow)
 
     def _load_entrypoints(self, allow: list[str] | None) -> None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        available = list(entry_points(group=ENTRY_POINT_GROUP))
+        if allow is not None:
+            unknown = sorted(set(allow) - {ep.name for ep in available})
+            if unknown:
+                names = ", ".join(sorted(ep.name for ep in available))
+                raise ValueError(
+                    f"{PLUGINS_ENV} names unknown plugins {unknown}; installed: {names}"
+                )
+        for ep in available:
             if allow is not None and ep.name not in allow:
                 continue
             if ep.name in self.plugins:
@@ -86,8 +95,15 @@ class PluginManager:
                     f"{ep.dist.name if ep.dist else '?'!r}"
                 )
             dist = ep.dist
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise ImportError(
+                    f"plugin {ep.name!r} ({ep.value}, from "
+                    f"{dist.name if dist else 'an unknown distribution'}) failed to load: {exc}"
+                ) from exc
             self.register(
-                ep.load(),
+                plugin,
                 ep.name,
                 distribution=dist.name if dist else None,
                 version=dist.version if dist else None,
@@ -114,7 +130,10 @@ class PluginManager:
         name = f"file:{path.resolve()}"
         if name in self.plugins:
             return name
-        spec = importlib.util.spec_from_file_location(f"pagoda_file_plugin_{path.stem}", path)
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        spec = importlib.util.spec_from_file_location(
+            f"pagoda_file_plugin_{path.stem}_{digest}", path
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module

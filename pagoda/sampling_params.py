@@ -10,6 +10,14 @@ from dataclasses import dataclass
 _SAMPLING_EPS = 1e-5
 
 
+class RequestOutputKind(enum.Enum):
+    """What each output of a running request carries (vLLM's names)."""
+
+    CUMULATIVE = 0  # everything so far
+    DELTA = 1  # only what is new since the previous output (streaming)
+    FINAL_ONLY = 2  # nothing until the request finishes
+
+
 class SamplingType(enum.IntEnum):
     """How the sampler picks a row's next token."""
 
@@ -48,6 +56,7 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
 
     def __post_init__(self) -> None:
         self._normalize()

@@ -125,3 +125,83 @@ def latency(**kwargs: Any) -> None:
         kwargs["compare"],
         kwargs["output_json"],
     )
+
+
+@bench.command("serve")
+@click.option(
+    "--base-url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The running OpenAI-compatible server.",
+)
+@click.option(
+    "--endpoint",
+    type=click.Choice(["/v1/completions", "/v1/chat/completions"]),
+    default="/v1/completions",
+    show_default=True,
+)
+@click.option("--model", default=None, help="Model name to send (default: first of /v1/models).")
+@click.option(
+    "--tokenizer",
+    default=None,
+    help="Tokenizer (dir, GGUF, alias) to make prompts of exact token lengths; "
+    "without it prompts are corpus words, about 1.2 tokens each.",
+)
+@click.option("--num-prompts", type=int, default=64, show_default=True)
+@click.option(
+    "--request-rate",
+    type=float,
+    default=float("inf"),
+    show_default=True,
+    help="Requests per second, Poisson arrivals; inf sends all at once.",
+)
+@click.option(
+    "--max-concurrency",
+    type=int,
+    default=None,
+    help="Most requests in flight at once (default: unlimited).",
+)
+@click.option(
+    "--input-len",
+    default="110",
+    show_default=True,
+    help="Prompt tokens: N (with --range-ratio) or LO:HI.",
+)
+@click.option(
+    "--output-len",
+    default="144",
+    show_default=True,
+    help="Output tokens (max_tokens, ignore_eos): N (with --range-ratio) or LO:HI.",
+)
+@click.option(
+    "--range-ratio",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Lengths uniform in [N(1-r), N(1+r)].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seeds the dataset and the arrival times.",
+)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option(
+    "--api-key",
+    envvar="PAGODA_API_KEY",
+    default=None,
+    help="Sent as a Bearer token (env PAGODA_API_KEY).",
+)
+@click.option("--result-file", default=None, help="Write every metric and request as JSON here.")
+@click.option("--plot", default=None, help="Draw latency over time into this PNG file.")
+def serve_bench(**kwargs: Any) -> None:
+    """Load a running OpenAI-compatible server and report vLLM's serving metrics."""
+    from pagoda.bench.serve import format_table, run_serve_benchmark
+
+    result = run_serve_benchmark(**kwargs)
+    click.echo(format_table(result))
+    errors = [r["error"] for r in result["requests"] if not r["success"]]
+    if errors:
+        click.echo(f"{len(errors)} failed; first error: {errors[0]}", err=True)

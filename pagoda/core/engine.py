@@ -20,7 +20,7 @@ from pagoda.core.scheduler import Scheduler
 from pagoda.core.tokenizer import eos_token_ids, load_tokenizer
 from pagoda.outputs import CompletionOutput, PositionLogprobs, RequestOutput
 from pagoda.plugin_manager import PluginManager, get_plugin_manager
-from pagoda.sampling_params import SamplingParams
+from pagoda.sampling_params import RequestOutputKind, SamplingParams
 
 logger = logging.getLogger("pagoda")
 
@@ -35,6 +35,7 @@ class ParentRequest:
     prompt: str | None
     prompt_token_ids: list[int]
     children: list[Request] = field(default_factory=list)
+    sent_prompt_logprobs: bool = False
 
     @property
     def finished(self) -> bool:
@@ -191,7 +192,8 @@ class LLMEngine:
             if not s.samples:
                 self.num_prompt_tokens += s.num_new_tokens
         touched = self._apply_output(result)
-        return [self._make_output(p) for p in touched]
+        outputs = [self._make_output(p) for p in touched]
+        return [o for o in outputs if o is not None]
 
     def _apply_output(self, result: ModelRunnerOutput) -> list[ParentRequest]:
         touched: dict[str, ParentRequest] = {}
@@ -235,38 +237,60 @@ class LLMEngine:
         if status is None and (
             (params.max_tokens is not None and request.num_output_tokens >= params.max_tokens)
             or request.num_tokens >= request.max_model_len
+            # Its next token would need more slots than the whole KV cache has: no amount of
+            # preemption can make room, so stop here rather than retry forever.
+            or request.num_tokens > self.executor.num_blocks * self.config.cache.block_size
         ):
             status = RequestStatus.FINISHED_LENGTH
         if status is not None:
             self.scheduler.finish(request, status)
 
-    def _make_output(self, parent: ParentRequest) -> RequestOutput:
+    def _make_output(self, parent: ParentRequest) -> RequestOutput | None:
+        """The parent's output per its children's output kind (None: nothing to send yet)."""
         finished = parent.finished
+        kind = parent.children[0].sampling_params.output_kind
+        if kind is RequestOutputKind.FINAL_ONLY and not finished:
+            return None
+        delta = kind is RequestOutputKind.DELTA
         outputs = []
         for i, child in enumerate(parent.children):
+            done = child.status.finished
+            start = child.num_sent_tokens if delta else 0
+            child.num_sent_tokens = child.num_output_tokens
             logprobs_on = child.logprobs is not None
             outputs.append(
                 CompletionOutput(
                     index=i,
-                    text=child.detokenizer.output_text,
-                    token_ids=list(child.output_token_ids),
+                    text=child.detokenizer.get_next_output_text(done, delta=delta),
+                    token_ids=child.output_token_ids[start:],
                     cumulative_logprob=child.cumulative_logprob if logprobs_on else None,
-                    logprobs=list(child.logprobs) if logprobs_on else None,
+                    logprobs=child.logprobs[start:] if logprobs_on else None,
                     finish_reason=child.finish_reason,
                     stop_reason=child.stop_reason,
                 )
             )
         first = parent.children[0]
+        prompt_logprobs = first.prompt_logprobs
+        if delta:
+            prompt_logprobs = None if parent.sent_prompt_logprobs else prompt_logprobs
+            parent.sent_prompt_logprobs = True
+        metrics: dict[str, float] = {}
         if finished:
             self.parents.pop(parent.request_id, None)
             for child in parent.children:
                 self._forget(child)
+            metrics = {"arrival_time": first.arrival_time, "finished_time": time.monotonic()}
+            if first.first_scheduled_time is not None:
+                metrics["first_scheduled_time"] = first.first_scheduled_time
+            if first.first_token_time is not None:
+                metrics["first_token_time"] = first.first_token_time
         return RequestOutput(
             request_id=parent.request_id,
             prompt=parent.prompt,
             prompt_token_ids=parent.prompt_token_ids,
-            prompt_logprobs=first.prompt_logprobs,
+            prompt_logprobs=prompt_logprobs,
             outputs=outputs,
             finished=finished,
             num_cached_tokens=max(first.num_cached_tokens, 0),
+            metrics=metrics,
         )

@@ -88,6 +88,11 @@ class ModelRunner:
             return cache.num_gpu_blocks_override
         if self.device.type == "cpu":
             budget = cache.kv_cache_memory or 0
+            if cache.kv_cache_memory_is_default:
+                # Never more than max_num_seqs full-length requests can use.
+                seqs, max_len = self.config.scheduler.max_num_seqs, self.config.model.max_model_len
+                useful = seqs * -(-(max_len or 1) // self.block_size) * self._block_bytes()
+                budget = min(budget, useful)
         else:
             free, total = torch.cuda.mem_get_info(self.device)
             budget = int(total * cache.gpu_memory_utilization) - (total - free)

@@ -48,6 +48,7 @@ class Request:
     num_computed_tokens: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit of the first scheduling; -1 until then
     num_preemptions: int = 0
+    num_sent_tokens: int = 0  # output tokens already sent (delta outputs)
     status: RequestStatus = RequestStatus.WAITING
     stop_reason: int | str | None = None
     cumulative_logprob: float = 0.0

@@ -1,0 +1,1 @@
+"""The aiohttp server speaking the OpenAI HTTP API."""

@@ -1,0 +1,124 @@
+"""The `pagoda` command: help, the bench group, `pagoda plugins` and `pagoda generate`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from tiny_models import make_tiny_checkpoint
+
+import pagoda.cli
+from pagoda.plugin_manager import PLUGINS_ENV, set_plugin_manager
+
+
+@pytest.fixture(autouse=True)
+def fresh_cli(monkeypatch: pytest.MonkeyPatch):
+    """No allow-list, no process-wide plugin manager, and the click group's commands restored
+    afterwards (main() adds the bench group and plugin commands to it)."""
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    monkeypatch.setattr(pagoda.cli.cli, "commands", dict(pagoda.cli.cli.commands))
+    set_plugin_manager(None)
+    yield
+    set_plugin_manager(None)
+
+
+def run_main(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run ``pagoda ARGS`` through the console script's function; return its stdout."""
+    monkeypatch.setattr(sys, "argv", ["pagoda", *args])
+    with pytest.raises(SystemExit) as excinfo:
+        pagoda.cli.main()
+    out, err = capsys.readouterr()
+    assert excinfo.value.code == 0, err
+    return out
+
+
+def test_console_script_help_lists_every_command() -> None:
+    """The installed `pagoda` script runs and lists the built-in commands and bench."""
+    exe = shutil.which("pagoda", path=os.path.dirname(sys.executable))
+    assert exe is not None, "the pagoda console script is not installed beside python"
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: pagoda")
+    commands = result.stdout.split("Commands:")[1].split()
+    for command in ("bench", "chat", "generate", "plugins"):
+        assert command in commands
+
+
+def test_bench_help_lists_throughput_and_latency(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_main(["bench", "--help"], monkeypatch, capsys)
+    # (click names the program after how the process was started, so not checked here)
+    assert out.startswith("Usage: ") and "bench [OPTIONS] COMMAND" in out.splitlines()[0]
+    commands = out.split("Commands:")[1].split()
+    assert "throughput" in commands and "latency" in commands
+
+
+def plugin_sections(out: str) -> dict[str, list[str]]:
+    """`pagoda plugins` output as {header line: [indented lines under it]}."""
+    sections: dict[str, list[str]] = {}
+    header = ""
+    for line in out.splitlines():
+        if line.startswith("    "):
+            sections[header].append(line.strip())
+        else:
+            header = line
+            sections[header] = []
+    return sections
+
+
+def test_plugins_lists_each_plugin_its_distribution_and_registrations(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pagoda plugins` shows the built-ins and the installed example plugin, each with its
+    distribution, version and what it registered."""
+    out = run_main(["plugins"], monkeypatch, capsys)
+    assert plugin_sections(out) == {
+        "llama  [pagoda-llm 0.1.0]": [
+            "model architecture: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+            "Qwen3ForCausalLM"
+        ],
+        "torch_attention  [pagoda-llm 0.1.0]": ["attention backend: torch, cpu"],
+        "example  [pagoda-plugin-example 0.1.0]": ["model architecture: ExampleForCausalLM"],
+    }
+
+
+def test_plugins_honours_the_allow_list(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With PAGODA_PLUGINS=llama only llama is loaded and listed."""
+    monkeypatch.setenv(PLUGINS_ENV, "llama")
+    out = run_main(["plugins"], monkeypatch, capsys)
+    assert list(plugin_sections(out)) == ["llama  [pagoda-llm 0.1.0]"]
+
+
+def test_generate_prints_prompt_and_greedy_continuation(
+    tmp_path: Path,
+    tokenizer_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`pagoda generate MODEL --prompt Hello --max-tokens 4 --temperature 0` prints the prompt
+    followed by transformers' greedy continuation of it."""
+    path = make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "model", tokenizer_dir)
+    args = ["generate", str(path), "--prompt", "Hello", "--max-tokens", "4", "--temperature", "0"]
+    out = run_main([*args, "--kv-cache-memory", str(8 << 20)], monkeypatch, capsys)
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    hf = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ids = tokenizer("Hello", return_tensors="pt").input_ids
+    with torch.no_grad():
+        new = hf.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1] :].tolist()
+    if tokenizer.eos_token_id in new:
+        new = new[: new.index(tokenizer.eos_token_id)]
+    continuation = tokenizer.decode(new, skip_special_tokens=True)
+    assert continuation
+    assert out == f"Hello{continuation}\n"
