@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/pagoda chat $(MODEL)
+	$(BIN)/pagoda serve $(MODEL) --host 127.0.0.1 --port 8000
 
 chat: $(STAMP)
 	$(BIN)/pagoda chat $(MODEL)

@@ -47,7 +47,9 @@ def _paged_setup(lengths: list[int], block_size: int, kv_heads: int, dim: int, s
 
 @pytest.mark.parametrize("block_size", [4, 16])
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (6, 2), (9, 3)])
-def test_prefill_reference_equals_dense_causal_attention_on_ragged_chunks(block_size, heads, kv_heads):
+def test_prefill_reference_equals_dense_causal_attention_on_ragged_chunks(
+    block_size, heads, kv_heads
+):
     dim, scale = 32, 32**-0.5
     lengths = [1, 7, 16, 33, 50]
     chunks = [1, 3, 16, 33, 10]  # each request's query chunk = its last `chunk` tokens
@@ -57,7 +59,9 @@ def test_prefill_reference_equals_dense_causal_attention_on_ragged_chunks(block_
     qsl = [0]
     for c in chunks:
         qsl.append(qsl[-1] + c)
-    out = prefill_attention(torch.cat(qs), cache, qsl, lengths, tables, scale)
+    chunk_k = torch.cat([ks[i][-c:] for i, c in enumerate(chunks)])
+    chunk_v = torch.cat([vs[i][-c:] for i, c in enumerate(chunks)])
+    out = prefill_attention(torch.cat(qs), chunk_k, chunk_v, cache, qsl, lengths, tables, scale)
     for i, q in enumerate(qs):
         expected = _dense_causal(q, ks[i], vs[i], scale)
         torch.testing.assert_close(out[qsl[i] : qsl[i + 1]], expected, atol=1e-5, rtol=1e-5)

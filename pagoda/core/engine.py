@@ -60,8 +60,6 @@ class LLMEngine:
         self.parents: dict[str, ParentRequest] = {}
         self.requests: dict[str, Request] = {}
         self.parent_of: dict[str, ParentRequest] = {}
-        self.num_generation_tokens = 0
-        self.num_prompt_tokens = 0
 
     @property
     def max_model_len(self) -> int:
@@ -189,8 +187,6 @@ class LLMEngine:
         result = self.executor.execute_model(sched)
         for s in sched.scheduled:
             s.request.num_computed_tokens += s.num_new_tokens
-            if not s.samples:
-                self.num_prompt_tokens += s.num_new_tokens
         touched = self._apply_output(result)
         outputs = [self._make_output(p) for p in touched]
         return [o for o in outputs if o is not None]
@@ -209,7 +205,6 @@ class LLMEngine:
             if request.first_token_time is None:
                 request.first_token_time = now
             request.append_output_token(token)
-            self.num_generation_tokens += 1
             if logprobs is not None and request.logprobs is not None:
                 request.logprobs.append(self._decode_logprobs(request, logprobs))
                 request.cumulative_logprob += logprobs[token].logprob

@@ -30,16 +30,22 @@ def gather_slots(block_tables: torch.Tensor, block_size: int, length: int) -> to
 
 def prefill_attention(
     q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
     kv_cache: torch.Tensor,
     query_start_loc: list[int],
     seq_lens: list[int],
     block_tables: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    """Causal attention of each request's query chunk over its whole cached context.
+    """Causal attention of each request's query chunk over its whole context.
 
     The queries of request i are the last ``n = query_start_loc[i+1] - query_start_loc[i]``
-    of its ``seq_lens[i]`` tokens, so query j may see keys ``0 .. seq_lens[i] - n + j``.
+    of its ``seq_lens[i]`` tokens, so query j may see keys ``0 .. seq_lens[i] - n + j``. The
+    chunk's own keys and values are ``k``, ``v`` (already written to the cache); only the
+    earlier, cached part of the context is read from the cache::
+
+        context  [ cached: from kv_cache via block_tables | chunk: k, v ]
     """
     _, num_blocks, block_size, kv_heads, head_dim = kv_cache.shape
     flat = kv_cache.view(2, num_blocks * block_size, kv_heads, head_dim)
@@ -47,20 +53,24 @@ def prefill_attention(
     for i, length in enumerate(seq_lens):
         start, end = query_start_loc[i], query_start_loc[i + 1]
         n = end - start
-        slots = gather_slots(block_tables[i : i + 1], block_size, length)[0]
-        k = flat[0][slots].transpose(0, 1).unsqueeze(0)  # [1, kv_heads, L, d]
-        v = flat[1][slots].transpose(0, 1).unsqueeze(0)
+        ki, vi = k[start:end], v[start:end]
+        if length > n:
+            slots = gather_slots(block_tables[i : i + 1], block_size, length - n)[0]
+            ki = torch.cat((flat[0][slots], ki))
+            vi = torch.cat((flat[1][slots], vi))
         qi = q[start:end].transpose(0, 1).unsqueeze(0)  # [1, heads, n, d]
+        ki = ki.transpose(0, 1).unsqueeze(0)  # [1, kv_heads, L, d]
+        vi = vi.transpose(0, 1).unsqueeze(0)
         if n == length:
             o = F.scaled_dot_product_attention(
-                qi, k, v, is_causal=n > 1, scale=scale, enable_gqa=True
+                qi, ki, vi, is_causal=n > 1, scale=scale, enable_gqa=True
             )
         else:
             visible = torch.arange(length, device=q.device) <= (
                 torch.arange(n, device=q.device).unsqueeze(1) + (length - n)
             )
             o = F.scaled_dot_product_attention(
-                qi, k, v, attn_mask=visible, scale=scale, enable_gqa=True
+                qi, ki, vi, attn_mask=visible, scale=scale, enable_gqa=True
             )
         out[start:end] = o[0].transpose(0, 1)
     return out

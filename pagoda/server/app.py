@@ -14,7 +14,7 @@ from aiohttp import web
 from pagoda.config import EngineConfig
 from pagoda.core.async_engine import AsyncLLMEngine
 from pagoda.server import chat, completions, models, tokenize
-from pagoda.server.errors import APIError, error_response
+from pagoda.server.errors import APIError, error_response, too_large
 from pagoda.server.metrics import ServerMetrics
 from pagoda.server.openapi import build_openapi
 from pagoda.server.state import ServerOptions, ServerState
@@ -30,8 +30,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except APIError as exc:
         return error_response(exc.status, exc.message, exc.param)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, f"request body too large (limit {exc.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        exc = too_large(request)
+        return error_response(exc.status, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -59,12 +59,18 @@ def from_validation_error(exc: ValidationError) -> APIError:
     return APIError(400, f"{loc}: {message}" if loc else message, param=loc or None)
 
 
+def too_large(request: web.Request) -> APIError:
+    """The 413 for a body over the app's limit (aiohttp's exception does not keep the limit)."""
+    limit = request.app["state"].options.max_request_bytes
+    return APIError(413, f"request body too large (limit {limit} bytes)")
+
+
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON, or a 400 (malformed) / 413 (too large)."""
     try:
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise APIError(413, f"request body too large (limit {exc.max_size} bytes)") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(request) from None
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -52,6 +52,8 @@ class TorchAttentionBackend:
         start = qsl[nd]
         out[start:] = prefill_attention(
             q[start:],
+            k[start:],
+            v[start:],
             kv_cache,
             [x - start for x in qsl[nd:]],
             meta.seq_lens[nd:],
