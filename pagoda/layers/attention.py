@@ -27,9 +27,9 @@ class Attention(nn.Module):
         ctx = get_forward_context()
         n = q.shape[0]
         out = ctx.backend.forward(
-            q.view(n, self.num_heads, self.head_dim),
-            k.view(n, self.num_kv_heads, self.head_dim),
-            v.view(n, self.num_kv_heads, self.head_dim),
+            q.reshape(n, self.num_heads, self.head_dim),
+            k.reshape(n, self.num_kv_heads, self.head_dim),
+            v.reshape(n, self.num_kv_heads, self.head_dim),
             self.kv_cache,
             ctx.meta,
             self.scale,

@@ -120,6 +120,12 @@ class RotaryEmbedding(nn.Module):
             memo = self._memo = (positions, cos, sin)
         return memo[1], memo[2]
 
+    def rotate(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Rotate every head of ``x`` [num_tokens, heads, head_dim] (q and k heads together
+        when they are laid out side by side, as in a fused QKV output)."""
+        cos, sin = self._cos_sin(positions, x.dtype)
+        return self._rotate(x, cos, sin)
+
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

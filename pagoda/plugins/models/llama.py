@@ -54,12 +54,21 @@ class LlamaAttention(nn.Module):
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.reshape(n, self.num_heads, self.head_dim)
-        k = k.reshape(n, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary_emb(positions, q, k)
+        qkv = self.qkv_proj(x)
+        heads, kv_heads, d = self.num_heads, self.num_kv_heads, self.head_dim
+        if self.q_norm is None or self.k_norm is None:
+            # q and k sit side by side in the fused output: rotate them in one pass.
+            qk = self.rotary_emb.rotate(
+                positions, qkv[:, : self.q_size + self.kv_size].view(n, heads + kv_heads, d)
+            )
+            q, k = qk[:, :heads], qk[:, heads:]
+        else:
+            q = self.q_norm(qkv[:, : self.q_size].reshape(n, heads, d))
+            k = self.k_norm(
+                qkv[:, self.q_size : self.q_size + self.kv_size].reshape(n, kv_heads, d)
+            )
+            q, k = self.rotary_emb(positions, q, k)
+        v = qkv[:, self.q_size + self.kv_size :]
         return self.o_proj(self.attn(q, k, v))
 
 

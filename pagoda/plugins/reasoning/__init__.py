@@ -1,0 +1,1 @@
+"""Built-in reasoning parsers (registered in ``plugin``)."""
