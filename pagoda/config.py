@@ -163,6 +163,13 @@ class DeviceConfig:
 
 
 @dataclass(slots=True)
+class DecodingConfig:
+    """Structured-output defaults."""
+
+    guided_decoding_backend: str = "auto"
+
+
+@dataclass(slots=True)
 class EngineConfig:
     """Every setting of one engine. Build with :meth:`from_kwargs`, then :meth:`finalize`."""
 
@@ -170,11 +177,18 @@ class EngineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
         """Spread flat keyword arguments (vLLM's names) over the sub-configs."""
-        parts: dict[str, dict[str, Any]] = {"model": {}, "cache": {}, "scheduler": {}, "device": {}}
+        parts: dict[str, dict[str, Any]] = {
+            "model": {},
+            "cache": {},
+            "scheduler": {},
+            "device": {},
+            "decoding": {},
+        }
         owners = {
             f.name: part
             for part, sub in (
@@ -182,6 +196,7 @@ class EngineConfig:
                 ("cache", CacheConfig),
                 ("scheduler", SchedulerConfig),
                 ("device", DeviceConfig),
+                ("decoding", DecodingConfig),
             )
             for f in fields(sub)
             if f.init and f.name not in ("model_path", "hf_config", "torch_dtype")
@@ -198,6 +213,7 @@ class EngineConfig:
             cache=CacheConfig(**parts["cache"]),
             scheduler=SchedulerConfig(**parts["scheduler"]),
             device=DeviceConfig(**parts["device"]),
+            decoding=DecodingConfig(**parts["decoding"]),
         )
 
     def finalize(self) -> EngineConfig:

@@ -6,6 +6,8 @@ import copy
 import enum
 from dataclasses import dataclass
 
+from pagoda.interfaces.guided import GuidedDecodingParams
+
 # Below this temperature sampling is greedy (vLLM's _SAMPLING_EPS).
 _SAMPLING_EPS = 1e-5
 
@@ -57,6 +59,7 @@ class SamplingParams:
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    guided_decoding: GuidedDecodingParams | None = None
 
     def __post_init__(self) -> None:
         self._normalize()

@@ -13,6 +13,7 @@ import torch
 from pagoda.config import EngineConfig
 from pagoda.core.detokenizer import IncrementalDetokenizer
 from pagoda.core.executor import InProcessExecutor
+from pagoda.core.guided import GuidedDecoding
 from pagoda.core.model_runner import ModelRunnerOutput
 from pagoda.core.request import Request, RequestStatus
 from pagoda.core.sampler import SamplingRow
@@ -57,6 +58,13 @@ class LLMEngine:
         )
         self.device = self.config.device.torch_device
         self.vocab_size = int(self.config.model.hf_config.vocab_size)
+        self.guided = GuidedDecoding(
+            self.plugins,
+            self.tokenizer,
+            self.vocab_size,
+            self.eos_token_ids,
+            self.config.decoding.guided_decoding_backend,
+        )
         self.parents: dict[str, ParentRequest] = {}
         self.requests: dict[str, Request] = {}
         self.parent_of: dict[str, ParentRequest] = {}
@@ -110,14 +118,17 @@ class LLMEngine:
         text, token_ids = self.tokenize_prompt(prompt)
         self.validate_prompt(token_ids)
         params.verify_vocab(self.vocab_size)
+        # Compiled here unless the caller compiled it off the step loop already (then cached).
+        constraint = self.guided.compile(params.guided_decoding) if params.guided_decoding else None
         arrival = arrival_time if arrival_time is not None else time.monotonic()
         parent = ParentRequest(request_id, text, token_ids)
         for i in range(params.n):
             child_params = params.child_params(i) if params.n > 1 else params
             child_id = request_id if params.n == 1 else f"{i}_{request_id}"
-            parent.children.append(
-                self._make_request(child_id, text, token_ids, child_params, arrival)
-            )
+            child = self._make_request(child_id, text, token_ids, child_params, arrival)
+            if constraint is not None:
+                child.sampling_row.matcher = constraint.new_matcher()
+            parent.children.append(child)
         self.parents[request_id] = parent
         for child in parent.children:
             self.requests[child.request_id] = child
@@ -208,6 +219,9 @@ class LLMEngine:
             if logprobs is not None and request.logprobs is not None:
                 request.logprobs.append(self._decode_logprobs(request, logprobs))
                 request.cumulative_logprob += logprobs[token].logprob
+            matcher = request.sampling_row.matcher
+            if matcher is not None and not matcher.accept_token(token):
+                logger.warning("request %s: the grammar rejected sampled token %d", rid, token)
             self._check_stop(request, token)
             parent = self.parent_of[rid]
             touched[parent.request_id] = parent
@@ -222,7 +236,10 @@ class LLMEngine:
         params = request.sampling_params
         stop_str = request.detokenizer.update([token])
         status = None
-        if request.num_output_tokens >= params.min_tokens:
+        matcher = request.sampling_row.matcher
+        if matcher is not None and matcher.is_terminated():
+            status = RequestStatus.FINISHED_STOPPED  # the grammar is complete
+        elif request.num_output_tokens >= params.min_tokens:
             if not params.ignore_eos and token in self.eos_token_ids:
                 status = RequestStatus.FINISHED_STOPPED
             elif token in params.stop_token_ids:

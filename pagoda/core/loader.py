@@ -90,14 +90,27 @@ def iter_gguf(path: str, hf_config: object) -> Iterator[tuple[str, torch.Tensor]
 
 
 def init_dummy_weights(model: nn.Module, seed: int) -> None:
-    """Random weights at the right shapes (uniform in [-1e-3, 1e-3]; norms at 1)."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    """Random weights at the right shapes (uniform in [-1e-3, 1e-3]; norms at 1).
+
+    CPU parameters draw float32 values from a CPU generator (reproducible across machines);
+    parameters on an accelerator draw in place from a generator on their device, which fills
+    an 8B model in well under a second instead of minutes of host work and copies."""
+    generators: dict[torch.device, torch.Generator] = {}
     for name, param in model.named_parameters():
         if name.endswith("norm.weight"):
             param.data.fill_(1.0)
             continue
-        values = torch.empty(param.shape, dtype=torch.float32).uniform_(-1e-3, 1e-3, generator=gen)
-        param.data.copy_(values)
+        device = param.device
+        if device not in generators:
+            generators[device] = torch.Generator(device=device).manual_seed(seed)
+        gen = generators[device]
+        if device.type == "cpu":
+            values = torch.empty(param.shape, dtype=torch.float32).uniform_(
+                -1e-3, 1e-3, generator=gen
+            )
+            param.data.copy_(values)
+        else:
+            param.data.uniform_(-1e-3, 1e-3, generator=gen)
 
 
 def load_weights(model: nn.Module, config: ModelConfig) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 from pagoda.config import EngineConfig
+from pagoda.core.cuda_graphs import CUDAGraphRunner, supports_graphs
+from pagoda.core.device_inputs import DeviceInputs
 from pagoda.core.loader import load_weights
 from pagoda.core.sampler import Sampler, compute_prompt_logprobs
 from pagoda.core.scheduler import SchedulerOutput
@@ -32,8 +34,17 @@ class ModelRunnerOutput:
     prompt_logprobs: dict[str, list[PositionLogprobs]] = field(default_factory=dict)
 
 
+# Device memory kept free beyond the profiled peak for the CUDA graphs' own pool.
+_GRAPH_MEMORY_RESERVE = 512 << 20
+
+
 class ModelRunner:
-    """Owns the model and the KV cache of one device."""
+    """Owns the model and the KV cache of one device.
+
+    On CUDA: step inputs go through pinned staging into persistent device buffers
+    (DeviceInputs), the KV cache takes what ``gpu_memory_utilization`` leaves after a profiled
+    forward pass of a full token budget, and decode steps replay CUDA graphs unless
+    ``enforce_eager``."""
 
     def __init__(self, config: EngineConfig, plugins: PluginManager) -> None:
         self.config = config
@@ -43,8 +54,10 @@ class ModelRunner:
         self.model = self._build_model(plugins)
         self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
         self.backend = self._build_attention_backend(plugins)
+        self.inputs = self._make_device_inputs()
         self.num_blocks = self._determine_num_blocks()
         self._allocate_kv_cache()
+        self.graphs = self._capture_cuda_graphs()
         self.sampler = Sampler()
 
     def _build_model(self, plugins: PluginManager) -> torch.nn.Module:
@@ -78,6 +91,46 @@ class ModelRunner:
             name = max(usable, key=lambda e: e.extra.get("priority", 0)).name
         return registry.get(name)()
 
+    def release(self) -> None:
+        """Drop the model, the KV cache and the CUDA graphs (e.g. before a benchmark loads
+        another engine in the same process); the runner cannot execute afterwards."""
+        for layer in self.attn_layers:
+            layer.kv_cache = torch.empty(0)
+        self.attn_layers = []
+        self.graphs = None
+        self.inputs = None
+        self.model = None  # type: ignore[assignment]
+
+    def _make_device_inputs(self) -> DeviceInputs | None:
+        if self.device.type != "cuda":
+            return None
+        sched = self.config.scheduler
+        max_len = self.config.model.max_model_len or 1
+        return DeviceInputs(
+            max_tokens=max(sched.max_num_batched_tokens, sched.max_num_seqs),
+            max_reqs=sched.max_num_seqs,
+            max_blocks=-(-max_len // self.block_size) + 1,
+            block_size=self.block_size,
+            device=self.device,
+        )
+
+    def _capture_cuda_graphs(self) -> CUDAGraphRunner | None:
+        if (
+            self.inputs is None
+            or self.config.device.enforce_eager
+            or not supports_graphs(self.backend)
+        ):
+            return None
+        sched = self.config.scheduler
+        runner = CUDAGraphRunner(
+            self.model,
+            self.backend,
+            self.inputs,
+            min(sched.max_num_seqs, sched.max_num_batched_tokens),
+        )
+        runner.capture()
+        return runner
+
     def _block_bytes(self) -> int:
         per_layer = sum(2 * self.block_size * a.num_kv_heads * a.head_dim for a in self.attn_layers)
         return per_layer * torch.finfo(self.dtype).bits // 8
@@ -94,12 +147,81 @@ class ModelRunner:
                 useful = seqs * -(-(max_len or 1) // self.block_size) * self._block_bytes()
                 budget = min(budget, useful)
         else:
+            peak = self._profile_peak_memory()
             free, total = torch.cuda.mem_get_info(self.device)
-            budget = int(total * cache.gpu_memory_utilization) - (total - free)
+            # Memory this process holds outside torch's allocator (CUDA context, libraries).
+            non_torch = (total - free) - torch.cuda.memory_reserved(self.device)
+            budget = (
+                int(total * cache.gpu_memory_utilization) - peak - non_torch - _GRAPH_MEMORY_RESERVE
+            )
+            logger.info(
+                "memory profile: peak %.2f GiB (weights and activations of %d tokens), "
+                "outside torch %.2f GiB, KV cache budget %.2f GiB",
+                peak / 2**30,
+                self.config.scheduler.max_num_batched_tokens,
+                non_torch / 2**30,
+                budget / 2**30,
+            )
         num_blocks = budget // self._block_bytes()
         if num_blocks < 1:
             raise ValueError("the KV cache budget is too small for a single block")
         return int(num_blocks)
+
+    @torch.inference_mode()
+    def _profile_peak_memory(self) -> int:
+        """Peak device memory (bytes) of a forward pass over a full token budget of prefill
+        plus logits of a full batch of sequences, with the weights; the KV cache it needs
+        for the pass is left out. Also compiles the prefill kernels."""
+        sched = self.config.scheduler
+        bs = self.block_size
+        num_tokens = sched.max_num_batched_tokens
+        seq_len = min(num_tokens, self.config.model.max_model_len or num_tokens)
+        num_seqs = max(1, num_tokens // seq_len)
+        num_tokens = num_seqs * seq_len
+        blocks_per_seq = -(-seq_len // bs)
+        for layer in self.attn_layers:
+            layer.kv_cache = torch.zeros(
+                2,
+                num_seqs * blocks_per_seq,
+                bs,
+                layer.num_kv_heads,
+                layer.head_dim,
+                dtype=self.dtype,
+                device=self.device,
+            )
+        kv_bytes = num_seqs * blocks_per_seq * self._block_bytes()
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        dev = self.device
+        positions = torch.arange(seq_len, device=dev).repeat(num_seqs)
+        tables = torch.arange(num_seqs * blocks_per_seq, dtype=torch.int32, device=dev)
+        tables = tables.view(num_seqs, blocks_per_seq)
+        slots = (tables.long() * bs).repeat_interleave(bs, dim=1)[:, :seq_len]
+        slots = (slots + torch.arange(seq_len, device=dev) % bs).reshape(-1)
+        meta = AttentionMetadata(
+            num_decodes=0,
+            query_start_loc=[i * seq_len for i in range(num_seqs + 1)],
+            seq_lens=[seq_len] * num_seqs,
+            slot_mapping=slots,
+            block_tables=tables,
+            block_size=bs,
+            max_seq_len=seq_len,
+        )
+        input_ids = torch.zeros(num_tokens, dtype=torch.long, device=dev)
+        self.backend.prepare(meta)
+        with forward_context(ForwardContext(meta, self.backend)):
+            hidden = self.model(input_ids, positions)
+        rows = min(sched.max_num_seqs, num_tokens)
+        logits = self.model.compute_logits(hidden[:rows]).float()
+        # The sampler's largest intermediates: a probability copy and a sort of one row set.
+        logits.softmax(dim=-1).sort(dim=-1)
+        torch.cuda.synchronize(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) - kv_bytes
+        del hidden, logits
+        for layer in self.attn_layers:
+            layer.kv_cache = torch.empty(0)
+        torch.cuda.empty_cache()
+        return int(peak)
 
     def _allocate_kv_cache(self) -> None:
         for layer in self.attn_layers:
@@ -158,12 +280,22 @@ class ModelRunner:
             meta,
         )
 
-    @torch.inference_mode()
-    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
-        input_ids, positions, meta = self._prepare(sched)
+    def _forward(self, sched: SchedulerOutput) -> tuple[torch.Tensor, AttentionMetadata]:
+        """The step's hidden states: a graph replay for decode batches on CUDA, else eager."""
+        if self.graphs is not None and self.graphs.can_run(sched):
+            return self.graphs.run(sched)
+        if self.inputs is not None:
+            input_ids, positions, meta = self.inputs.prepare(sched)
+        else:
+            input_ids, positions, meta = self._prepare(sched)
         self.backend.prepare(meta)
         with forward_context(ForwardContext(meta, self.backend)):
             hidden = self.model(input_ids, positions)
+        return hidden, meta
+
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        hidden, meta = self._forward(sched)
         out = ModelRunnerOutput()
         rows = [i for i, s in enumerate(sched.scheduled) if s.samples]
         if rows:

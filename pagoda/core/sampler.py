@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pagoda.interfaces.guided import Matcher, allocate_token_bitmask, apply_token_bitmask
 from pagoda.outputs import Logprob, PositionLogprobs
 from pagoda.sampling_params import SamplingParams
 
@@ -40,6 +41,7 @@ class SamplingRow:
     output_token_ids: list[int]
     generator: torch.Generator | None
     eos_token_ids: frozenset[int]
+    matcher: Matcher | None = None  # guided decoding: fills this row's allowed-token bitmask
 
 
 @dataclass(slots=True)
@@ -95,9 +97,10 @@ def compute_prompt_logprobs(
 class _BatchPlan:
     """Which rows each processing step touches, found in a single pass over the rows."""
 
-    __slots__ = ("bias", "min_tokens", "penalties", "greedy", "random", "logprobs")
+    __slots__ = ("guided", "bias", "min_tokens", "penalties", "greedy", "random", "logprobs")
 
     def __init__(self, rows: list[SamplingRow]) -> None:
+        self.guided: list[int] = []
         self.bias: list[int] = []
         self.min_tokens: list[int] = []
         self.penalties: list[int] = []
@@ -106,6 +109,8 @@ class _BatchPlan:
         self.logprobs: list[int] = []
         for i, row in enumerate(rows):
             p = row.params
+            if row.matcher is not None:
+                self.guided.append(i)
             if p.logit_bias:
                 self.bias.append(i)
             if len(row.output_token_ids) < p.min_tokens:
@@ -124,11 +129,18 @@ def _index(indices: list[int], device: torch.device) -> torch.Tensor:
 def _apply_logits_processors(
     logits: torch.Tensor, rows: list[SamplingRow], plan: _BatchPlan
 ) -> torch.Tensor:
-    """logit_bias, then min_tokens, then penalties, on a copy made only when one applies."""
-    if not (plan.bias or plan.min_tokens or plan.penalties):
+    """The guided-decoding mask, logit_bias, min_tokens, then penalties, on a copy made only
+    when one applies (so logprobs stay those of the raw logits)."""
+    if not (plan.guided or plan.bias or plan.min_tokens or plan.penalties):
         return logits
     logits = logits.clone()
     device = logits.device
+    if plan.guided:
+        # All constrained rows' masks go into one bitmask, applied in one operation.
+        bitmask = allocate_token_bitmask(len(rows), logits.shape[1])
+        for i in plan.guided:
+            rows[i].matcher.fill_bitmask(bitmask, i)  # type: ignore[union-attr]
+        apply_token_bitmask(logits, bitmask.to(device), plan.guided)
     if plan.bias:
         row_idx, token_idx, values = [], [], []
         for i in plan.bias:

@@ -1,0 +1,115 @@
+"""Step inputs on an accelerator: persistent device buffers filled from pinned host staging.
+
+Every step's flat batch (input ids, positions, slot mapping, block tables, sequence lengths)
+is written on the host into pinned buffers through numpy views, then copied to persistent
+device buffers with two non-blocking copies; nothing here waits for the device. The device
+buffers never move, so CUDA graphs captured over slices of them (pagoda.core.cuda_graphs)
+read each step's inputs without another copy::
+
+    host (pinned)                       device (persistent)
+    tok64 [3, max_tokens] int64   ──►   input_ids | positions | slot_mapping
+    req32 [max_reqs, 1 + max_blocks] ─► seq_lens (column 0) | block_tables (columns 1..)
+
+Rows of ``block_tables`` past a request's own blocks keep stale ids: every kernel reads a
+request's table only up to its ``seq_lens`` entry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pagoda.core.scheduler import SchedulerOutput
+from pagoda.layers.attention_metadata import AttentionMetadata
+
+
+class DeviceInputs:
+    """Pinned staging plus persistent device buffers for batches of at most ``max_tokens``
+    tokens over ``max_reqs`` requests, each with at most ``max_blocks`` KV blocks."""
+
+    def __init__(
+        self, max_tokens: int, max_reqs: int, max_blocks: int, block_size: int, device: torch.device
+    ) -> None:
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+        self.device = device
+        self.tok64_host = torch.zeros(3, max_tokens, dtype=torch.int64, pin_memory=True)
+        self.req32_host = torch.zeros(max_reqs, 1 + max_blocks, dtype=torch.int32, pin_memory=True)
+        self.tok64 = torch.zeros(3, max_tokens, dtype=torch.int64, device=device)
+        self.req32 = torch.zeros(max_reqs, 1 + max_blocks, dtype=torch.int32, device=device)
+        self.input_ids, self.positions, self.slot_mapping = self.tok64.unbind(0)
+        self.seq_lens = self.req32[:, 0]
+        self.block_tables = self.req32[:, 1:]
+        self._tok = self.tok64_host.numpy()
+        self._req = self.req32_host.numpy()
+        # The staging buffers are rewritten only after the previous step's copies are done.
+        self._copied = torch.cuda.Event() if device.type == "cuda" else None
+
+    def stage(self, sched: SchedulerOutput, pad_to: int = 0) -> tuple[list[int], list[int]]:
+        """Write the batch into the host buffers; rows ``len(scheduled)..pad_to`` become
+        padding (slot -1: no KV write; context length 1 over block 0). Returns
+        (query_start_loc, seq_lens)."""
+        if self._copied is not None:
+            self._copied.synchronize()
+        bs = self.block_size
+        ids, pos, slots = self._tok
+        req = self._req
+        qsl = [0]
+        seq_lens: list[int] = []
+        t = 0
+        for i, s in enumerate(sched.scheduled):
+            r = s.request
+            start = r.num_computed_tokens
+            n = s.num_new_tokens
+            end = start + n
+            blocks = s.block_ids
+            req[i, 1 : 1 + len(blocks)] = blocks
+            if n == 1:
+                ids[t] = r.token_ids[start]
+                pos[t] = start
+                slots[t] = blocks[start // bs] * bs + start % bs
+            else:
+                p = np.arange(start, end)
+                ids[t : t + n] = r.token_ids[start:end]
+                pos[t : t + n] = p
+                slots[t : t + n] = np.asarray(blocks, dtype=np.int64)[p // bs] * bs + p % bs
+            t += n
+            qsl.append(t)
+            seq_lens.append(end)
+        num_reqs = len(seq_lens)
+        req[:num_reqs, 0] = seq_lens
+        if pad_to > num_reqs:
+            ids[t : t + pad_to - num_reqs] = 0
+            pos[t : t + pad_to - num_reqs] = 0
+            slots[t : t + pad_to - num_reqs] = -1
+            req[num_reqs:pad_to, :2] = (1, 0)
+        self._num_tokens = max(t, t + pad_to - num_reqs)
+        self._num_reqs = max(num_reqs, pad_to)
+        return qsl, seq_lens
+
+    def copy_to_device(self) -> None:
+        """Start the host-to-device copies of what :meth:`stage` wrote (non-blocking)."""
+        nt, nr = self._num_tokens, self._num_reqs
+        for row in range(3):  # row by row: each copy is contiguous, so it stays asynchronous
+            self.tok64[row, :nt].copy_(self.tok64_host[row, :nt], non_blocking=True)
+        self.req32[:nr].copy_(self.req32_host[:nr], non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
+
+    def prepare(
+        self, sched: SchedulerOutput
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        """The batch on the device, for an eager forward pass."""
+        qsl, seq_lens = self.stage(sched)
+        self.copy_to_device()
+        nt, nr = qsl[-1], len(seq_lens)
+        meta = AttentionMetadata(
+            num_decodes=sched.num_decodes,
+            query_start_loc=qsl,
+            seq_lens=seq_lens,
+            slot_mapping=self.slot_mapping[:nt],
+            block_tables=self.block_tables[:nr],
+            block_size=self.block_size,
+            max_seq_len=max(seq_lens),
+        )
+        return self.input_ids[:nt], self.positions[:nt], meta
