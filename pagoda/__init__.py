@@ -14,9 +14,21 @@ from pagoda.hookspecs import hookimpl
 if TYPE_CHECKING:
     from pagoda.llm import LLM
     from pagoda.outputs import CompletionOutput, Logprob, RequestOutput
+    from pagoda.pooling_params import PoolingParams, PoolingRequestOutput
     from pagoda.sampling_params import SamplingParams
 
-__all__ = ["LLM", "CompletionOutput", "Logprob", "RequestOutput", "SamplingParams", "hookimpl"]
+__all__ = [
+    "LLM",
+    "CompletionOutput",
+    "Logprob",
+    "RequestOutput",
+    "SamplingParams",
+    "PoolingParams",
+    "PoolingRequestOutput",
+    "get_reasoning_parser",
+    "get_tool_parser",
+    "hookimpl",
+]
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -25,7 +37,27 @@ _LAZY = {
     "Logprob": "pagoda.outputs",
     "RequestOutput": "pagoda.outputs",
     "SamplingParams": "pagoda.sampling_params",
+    "PoolingParams": "pagoda.pooling_params",
+    "PoolingRequestOutput": "pagoda.pooling_params",
 }
+
+
+def get_tool_parser(name: str) -> type:
+    """The tool-call parser class registered as ``name`` (built-in or from a plugin), as
+    ``--tool-call-parser NAME`` uses it. An unknown name raises ``RegistryError`` (a
+    ``ValueError``) listing the known ones."""
+    from pagoda.plugin_manager import get_plugin_manager
+
+    return get_plugin_manager().tool_parsers.get(name)  # type: ignore[no-any-return]
+
+
+def get_reasoning_parser(name: str) -> type:
+    """The reasoning parser class registered as ``name``, as ``--reasoning-parser NAME``
+    uses it. An unknown name raises ``RegistryError`` (a ``ValueError``) listing the known
+    ones."""
+    from pagoda.plugin_manager import get_plugin_manager
+
+    return get_plugin_manager().reasoning_parsers.get(name)  # type: ignore[no-any-return]
 
 
 def __getattr__(name: str) -> Any:

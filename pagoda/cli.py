@@ -152,9 +152,45 @@ def main() -> None:
     show_default=True,
     help="Larger request bodies get a 413.",
 )
+@click.option(
+    "--enable-auto-tool-choice",
+    is_flag=True,
+    help='Let the model decide to call tools (tool_choice "auto"); needs --tool-call-parser.',
+)
+@click.option(
+    "--tool-call-parser",
+    default=None,
+    help="Parser of the model's tool calls (hermes, llama3_json, mistral, pythonic, ...).",
+)
+@click.option(
+    "--tool-parser-plugin",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A Python file registering more tool parsers (repeatable).",
+)
+@click.option(
+    "--enable-reasoning",
+    is_flag=True,
+    help="Accepted for compatibility: --reasoning-parser alone enables reasoning outputs.",
+)
+@click.option(
+    "--reasoning-parser",
+    default=None,
+    help="Splits reasoning from content (deepseek_r1, qwen3, granite, mistral, ...).",
+)
+@click.option(
+    "--reasoning-parser-plugin",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A Python file registering more reasoning parsers (repeatable).",
+)
 def serve(**kwargs: Any) -> None:
     """Serve a model over the OpenAI HTTP API (default: SmolLM2 on http://127.0.0.1:8000)."""
-    from pagoda.server.launch import serve_from_cli
+    from pagoda.server import launch
 
     engine = pop_engine_kwargs(kwargs)
-    serve_from_cli(engine, kwargs)
+    try:
+        config, options = launch.prepare(engine, kwargs)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    launch.serve(config, options, kwargs["host"], kwargs["port"])

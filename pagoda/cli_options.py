@@ -83,6 +83,37 @@ _OPTIONS = [
         help="Attention backend name (default: the best for the device).",
     ),
     click.option("--enforce-eager", is_flag=True, default=False, help="Never capture CUDA graphs."),
+    click.option(
+        "--task",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "generate", "embed", "classify", "score", "reward"]),
+        help="What the engine runs; auto: the architecture's first task (pooling tasks: "
+        "embed, classify, score, reward).",
+    ),
+    click.option(
+        "--runner",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "generate", "pooling"]),
+        help="vLLM's newer form of --task: generate or pooling.",
+    ),
+    click.option(
+        "--convert",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "none", "embed", "classify", "reward"]),
+        help="Run the model as this pooling task (implies --runner pooling).",
+    ),
+    click.option(
+        "--override-pooler-config",
+        default=None,
+        help='Pooler settings as JSON: {"pooling_type": "CLS|LAST|MEAN|ALL", "normalize": '
+        'true, "softmax": true}.',
+    ),
+    click.option(
+        "--pooler-config", default=None, help="The newer name of --override-pooler-config."
+    ),
 ]
 
 ENGINE_OPTION_NAMES = (
@@ -100,6 +131,11 @@ ENGINE_OPTION_NAMES = (
     "device",
     "attention_backend",
     "enforce_eager",
+    "task",
+    "runner",
+    "convert",
+    "override_pooler_config",
+    "pooler_config",
 )
 
 

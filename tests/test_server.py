@@ -54,14 +54,20 @@ class Server:
 
 
 def start_server(
-    args: list[str], log_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 240
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 240,
+    program: list[str] | None = None,
 ) -> Server:
-    """Start ``pagoda serve ARGS`` on a free port; record the first answers of /health and
-    /v1/models (the model is still loading then) and wait until /health is 200."""
+    """Start ``pagoda serve ARGS`` (``program`` replaces the ``pagoda`` command) on a free
+    port; record the first answers of /health and /v1/models (the model is still loading
+    then) and wait until /health is 200."""
     port = free_port()
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    command = program or [str(Path(sys.executable).parent / "pagoda")]
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "pagoda"), "serve", *args, "--port", str(port)],
+        [*command, "serve", *args, "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},

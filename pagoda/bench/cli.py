@@ -39,6 +39,14 @@ def bench() -> None:
 @click.option("--prompts-file", default=None, help="Text file, one prompt per line.")
 @click.option("--random-ids", is_flag=True, help="Token ids uniform in [0, 10000) instead of text.")
 @click.option(
+    "--workload",
+    type=click.Choice(["default", "nano-vllm"]),
+    default="default",
+    show_default=True,
+    help="nano-vllm: its bench.py draws (random.seed, per request a length then its ids "
+    "in [0, 10000], then all max_tokens); --input-len/--output-len give the ranges.",
+)
+@click.option(
     "--bench-seed", type=int, default=0, show_default=True, help="random.seed for the workload."
 )
 @click.option("--temperature", type=float, default=1.0, show_default=True)
@@ -54,7 +62,17 @@ def bench() -> None:
     default=None,
     help="transformers batch size (default: all requests in one padded batch).",
 )
+@click.option(
+    "--hf-num-prompts",
+    type=int,
+    default=None,
+    help="Run transformers on the first N requests only (its tok/s is reported on those).",
+)
 @click.option("--no-warmup", is_flag=True)
+@click.option(
+    "--repeats", type=int, default=3, show_default=True,
+    help="Pooling tasks: timed runs of each engine, back to back (medians reported).",
+)
 @click.option("--output-json", default=None, help="Write the results here.")
 def throughput(**kwargs: Any) -> None:
     """Offline throughput: every request submitted at once, ignore_eos."""
@@ -62,6 +80,7 @@ def throughput(**kwargs: Any) -> None:
     from pagoda.bench.workload import (
         corpus_token_ids,
         file_workload,
+        nano_vllm_workload,
         parse_length,
         random_workload,
     )
@@ -69,9 +88,30 @@ def throughput(**kwargs: Any) -> None:
 
     engine = pop_engine_kwargs(kwargs)
     llm = LLM(**engine)
+    if llm.llm_engine.config.model.task != "generate":
+        from pagoda.bench.pooling import run_pooling_throughput
+
+        run_pooling_throughput(
+            llm,
+            kwargs["num_prompts"],
+            parse_length(kwargs["input_len"], kwargs["range_ratio"]),
+            kwargs["bench_seed"],
+            kwargs["compare"],
+            kwargs["hf_batch_size"],
+            kwargs["repeats"],
+            kwargs["output_json"],
+        )
+        return
     tokenizer = llm.get_tokenizer()
     out_range = parse_length(kwargs["output_len"], kwargs["range_ratio"])
-    if kwargs["prompts_file"]:
+    if kwargs["workload"] == "nano-vllm":
+        requests = nano_vllm_workload(
+            kwargs["num_prompts"],
+            parse_length(kwargs["input_len"], kwargs["range_ratio"]),
+            out_range,
+            kwargs["bench_seed"],
+        )
+    elif kwargs["prompts_file"]:
         requests = file_workload(kwargs["prompts_file"], tokenizer, out_range, kwargs["bench_seed"])
     else:
         corpus = None if kwargs["random_ids"] else corpus_token_ids(tokenizer)
@@ -95,6 +135,7 @@ def throughput(**kwargs: Any) -> None:
         kwargs["hf_batch_size"],
         kwargs["output_json"],
         not kwargs["no_warmup"],
+        kwargs["hf_num_prompts"],
     )
 
 
@@ -106,6 +147,16 @@ def throughput(**kwargs: Any) -> None:
 @click.option("--num-iters-warmup", type=int, default=1, show_default=True)
 @click.option("--num-iters", type=int, default=3, show_default=True)
 @click.option("--compare", type=click.Choice(["hf"]), default=None)
+@click.option(
+    "--hf-output-len",
+    type=int,
+    default=None,
+    help="Output tokens for the transformers run (default: --output-len); ms/token is "
+    "comparable, and a slow baseline finishes sooner.",
+)
+@click.option(
+    "--hf-num-iters", type=int, default=None, help="Timed transformers runs (default: --num-iters)."
+)
 @click.option("--output-json", default=None)
 def latency(**kwargs: Any) -> None:
     """Latency of one batch end to end; reports decode ms per output token."""
@@ -124,6 +175,8 @@ def latency(**kwargs: Any) -> None:
         kwargs["num_iters"],
         kwargs["compare"],
         kwargs["output_json"],
+        kwargs["hf_output_len"],
+        kwargs["hf_num_iters"],
     )
 
 

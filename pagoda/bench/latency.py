@@ -30,6 +30,8 @@ def run_latency(
     iters: int,
     compare: str | None,
     output_json: str | None,
+    hf_output_len: int | None = None,
+    hf_iters: int | None = None,
 ) -> dict[str, Any]:
     """Time a batch end to end, and the prefill alone (max_tokens=1); the decode time per
     output token is (total - prefill) / (output_len - 1)."""
@@ -56,15 +58,19 @@ def run_latency(
     click.echo(_line(result))
     results = [result]
     if compare == "hf":
-        from pagoda.bench.hf_baseline import hf_generate, load_hf_model
+        from pagoda.bench.hf_baseline import hf_generate, load_hf_model, release_engine
 
-        model = load_hf_model(llm.llm_engine.config)
-        reqs = [BenchRequest(p["prompt_token_ids"], output_len) for p in prompts]
+        config = llm.llm_engine.config
+        release_engine(llm)
+        model = load_hf_model(config)
+        hf_len = hf_output_len or output_len
+        hf_n = hf_iters or iters
+        reqs = [BenchRequest(p["prompt_token_ids"], hf_len) for p in prompts]
         one = [BenchRequest(p["prompt_token_ids"], 1) for p in prompts]
         _time(lambda: hf_generate(model, reqs, batch_size, 0.0, 0), warmup_iters)
-        hf_total = _time(lambda: hf_generate(model, reqs, batch_size, 0.0, 0), iters)
-        hf_prefill = _time(lambda: hf_generate(model, one, batch_size, 0.0, 0), max(1, iters))
-        results.append(_summary("transformers", hf_total, hf_prefill, batch_size, output_len))
+        hf_total = _time(lambda: hf_generate(model, reqs, batch_size, 0.0, 0), hf_n)
+        hf_prefill = _time(lambda: hf_generate(model, one, batch_size, 0.0, 0), max(1, hf_n))
+        results.append(_summary("transformers", hf_total, hf_prefill, batch_size, hf_len))
         click.echo(_line(results[-1]))
     if output_json:
         with open(output_json, "w") as f:

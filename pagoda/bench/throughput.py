@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -84,25 +83,28 @@ def run_throughput(
     hf_batch_size: int | None,
     output_json: str | None,
     warmup: bool,
+    hf_num_prompts: int | None = None,
 ) -> list[ThroughputResult]:
     results = [run_pagoda(llm, requests, temperature, warmup)]
     click.echo(results[0].line())
     if compare == "hf":
-        from pagoda.bench.hf_baseline import hf_generate, load_hf_model
+        from pagoda.bench.hf_baseline import hf_generate, load_hf_model, release_engine
 
         config = llm.llm_engine.config
         pad = llm.get_tokenizer().pad_token_id
         pad = pad if pad is not None else 0
-        del llm
-        gc.collect()
+        release_engine(llm)
         model = load_hf_model(config)
+        subset = requests[:hf_num_prompts] if hf_num_prompts else requests
         if warmup:
-            hf_generate(model, requests[:2], 2, temperature, pad)
-        seconds, useful = hf_generate(
-            model, requests, hf_batch_size or len(requests), temperature, pad
-        )
+            hf_generate(model, subset[:2], 2, temperature, pad)
+        seconds, useful = hf_generate(model, subset, hf_batch_size or len(subset), temperature, pad)
         hf = ThroughputResult(
-            "transformers", len(requests), results[0].prompt_tokens, useful, seconds
+            "transformers",
+            len(subset),
+            sum(len(r.prompt_token_ids) for r in subset),
+            useful,
+            seconds,
         )
         results.append(hf)
         click.echo(hf.line())

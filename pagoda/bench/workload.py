@@ -62,6 +62,21 @@ def random_workload(
     return requests
 
 
+def nano_vllm_workload(
+    num_prompts: int, input_range: tuple[int, int], output_range: tuple[int, int], seed: int
+) -> list[BenchRequest]:
+    """nano-vllm's bench.py workload, draw for draw: ``random.seed(seed)``; per request a
+    prompt length, then its token ids uniform in [0, 10000] (inclusive, as ``randint``); then
+    every request's max_tokens. With 256 requests, [100, 1024] both: 133,966 output tokens."""
+    random.seed(seed)
+    prompts = [
+        [random.randint(0, 10000) for _ in range(random.randint(*input_range))]
+        for _ in range(num_prompts)
+    ]
+    out_lens = [random.randint(*output_range) for _ in range(num_prompts)]
+    return [BenchRequest(p, m) for p, m in zip(prompts, out_lens, strict=True)]
+
+
 def file_workload(
     path: str, tokenizer: Any, output_range: tuple[int, int], seed: int
 ) -> list[BenchRequest]:

@@ -6,9 +6,13 @@ device buffers with two non-blocking copies; nothing here waits for the device. 
 buffers never move, so CUDA graphs captured over slices of them (pagoda.core.cuda_graphs)
 read each step's inputs without another copy::
 
-    host (pinned)                       device (persistent)
-    tok64 [3, max_tokens] int64   ──►   input_ids | positions | slot_mapping
-    req32 [max_reqs, 1 + max_blocks] ─► seq_lens (column 0) | block_tables (columns 1..)
+    host (pinned)                        device (persistent)
+    tok64 [3, max_tokens] int64     ──►  input_ids | positions | slot_mapping (rows)
+    req32 [R * (1 + max_blocks)]    ──►  seq_lens [R] | block_tables [R, max_blocks]
+                                         (R = max_reqs)
+
+Every device view is contiguous along its last dimension (the kernels index seq_lens as a
+dense vector).
 
 Rows of ``block_tables`` past a request's own blocks keep stale ids: every kernel reads a
 request's table only up to its ``seq_lens`` entry.
@@ -34,14 +38,17 @@ class DeviceInputs:
         self.max_blocks = max_blocks
         self.device = device
         self.tok64_host = torch.zeros(3, max_tokens, dtype=torch.int64, pin_memory=True)
-        self.req32_host = torch.zeros(max_reqs, 1 + max_blocks, dtype=torch.int32, pin_memory=True)
+        size = max_reqs * (1 + max_blocks)
+        self.req32_host = torch.zeros(size, dtype=torch.int32, pin_memory=True)
         self.tok64 = torch.zeros(3, max_tokens, dtype=torch.int64, device=device)
-        self.req32 = torch.zeros(max_reqs, 1 + max_blocks, dtype=torch.int32, device=device)
+        self.req32 = torch.zeros(size, dtype=torch.int32, device=device)
         self.input_ids, self.positions, self.slot_mapping = self.tok64.unbind(0)
-        self.seq_lens = self.req32[:, 0]
-        self.block_tables = self.req32[:, 1:]
+        self.seq_lens = self.req32[:max_reqs]
+        self.block_tables = self.req32[max_reqs:].view(max_reqs, max_blocks)
+        self.max_reqs = max_reqs
         self._tok = self.tok64_host.numpy()
-        self._req = self.req32_host.numpy()
+        self._lens = self.req32_host[:max_reqs].numpy()
+        self._tables = self.req32_host[max_reqs:].view(max_reqs, max_blocks).numpy()
         # The staging buffers are rewritten only after the previous step's copies are done.
         self._copied = torch.cuda.Event() if device.type == "cuda" else None
 
@@ -53,7 +60,7 @@ class DeviceInputs:
             self._copied.synchronize()
         bs = self.block_size
         ids, pos, slots = self._tok
-        req = self._req
+        tables = self._tables
         qsl = [0]
         seq_lens: list[int] = []
         t = 0
@@ -63,7 +70,7 @@ class DeviceInputs:
             n = s.num_new_tokens
             end = start + n
             blocks = s.block_ids
-            req[i, 1 : 1 + len(blocks)] = blocks
+            tables[i, : len(blocks)] = blocks
             if n == 1:
                 ids[t] = r.token_ids[start]
                 pos[t] = start
@@ -77,12 +84,13 @@ class DeviceInputs:
             qsl.append(t)
             seq_lens.append(end)
         num_reqs = len(seq_lens)
-        req[:num_reqs, 0] = seq_lens
+        self._lens[:num_reqs] = seq_lens
         if pad_to > num_reqs:
             ids[t : t + pad_to - num_reqs] = 0
             pos[t : t + pad_to - num_reqs] = 0
             slots[t : t + pad_to - num_reqs] = -1
-            req[num_reqs:pad_to, :2] = (1, 0)
+            self._lens[num_reqs:pad_to] = 1
+            tables[num_reqs:pad_to, 0] = 0
         self._num_tokens = max(t, t + pad_to - num_reqs)
         self._num_reqs = max(num_reqs, pad_to)
         return qsl, seq_lens
@@ -93,6 +101,8 @@ class DeviceInputs:
         for row in range(3):  # row by row: each copy is contiguous, so it stays asynchronous
             self.tok64[row, :nt].copy_(self.tok64_host[row, :nt], non_blocking=True)
         self.req32[:nr].copy_(self.req32_host[:nr], non_blocking=True)
+        rows = slice(self.max_reqs, self.max_reqs + nr * self.block_tables.shape[1])
+        self.req32[rows].copy_(self.req32_host[rows], non_blocking=True)
         if self._copied is not None:
             self._copied.record()
 

@@ -15,12 +15,19 @@ from pagoda.core.detokenizer import IncrementalDetokenizer
 from pagoda.core.executor import InProcessExecutor
 from pagoda.core.guided import GuidedDecoding
 from pagoda.core.model_runner import ModelRunnerOutput
+from pagoda.core.pooling_requests import (
+    check_task,
+    make_pooling_request,
+    pooling_output,
+    tokenize_pooling_prompt,
+)
 from pagoda.core.request import Request, RequestStatus
 from pagoda.core.sampler import SamplingRow
 from pagoda.core.scheduler import Scheduler
 from pagoda.core.tokenizer import eos_token_ids, load_tokenizer
 from pagoda.outputs import CompletionOutput, PositionLogprobs, RequestOutput
 from pagoda.plugin_manager import PluginManager, get_plugin_manager
+from pagoda.pooling_params import PoolingParams, PoolingRequestOutput
 from pagoda.sampling_params import RequestOutputKind, SamplingParams
 
 logger = logging.getLogger("pagoda")
@@ -109,12 +116,22 @@ class LLMEngine:
         self,
         request_id: str,
         prompt: PromptInput,
-        params: SamplingParams,
+        params: SamplingParams | PoolingParams,
         arrival_time: float | None = None,
     ) -> None:
-        """Tokenize, validate and queue a request (``n`` sequences)."""
+        """Tokenize, validate and queue a request (``n`` sequences); with
+        :class:`PoolingParams`, a pooling request (its result comes from the pooler)."""
         if request_id in self.parents:
             raise ValueError(f"request id {request_id!r} is already in use")
+        if isinstance(params, PoolingParams):
+            self._add_pooling_request(request_id, prompt, params, arrival_time)
+            return
+        task = self.config.model.task
+        if task != "generate":
+            raise ValueError(
+                f"this server runs the {task!r} task; start it with --task generate "
+                "to serve completions"
+            )
         text, token_ids = self.tokenize_prompt(prompt)
         self.validate_prompt(token_ids)
         params.verify_vocab(self.vocab_size)
@@ -134,6 +151,39 @@ class LLMEngine:
             self.requests[child.request_id] = child
             self.parent_of[child.request_id] = parent
             self.scheduler.add_request(child)
+
+    def _add_pooling_request(
+        self,
+        request_id: str,
+        prompt: PromptInput,
+        params: PoolingParams,
+        arrival_time: float | None,
+    ) -> None:
+        task = check_task(self.config.model.task, params)
+        text, token_ids, types = tokenize_pooling_prompt(
+            self.tokenizer, prompt, params.truncate_prompt_tokens, self.max_model_len
+        )
+        self.validate_prompt(token_ids)
+        arrival = arrival_time if arrival_time is not None else time.monotonic()
+        request = make_pooling_request(
+            request_id, text, token_ids, types, params, task, arrival, self.max_model_len
+        )
+        parent = ParentRequest(request_id, text, token_ids, [request])
+        self.parents[request_id] = parent
+        self.requests[request_id] = request
+        self.parent_of[request_id] = parent
+        self.scheduler.add_request(request)
+
+    def _pooling_outputs(self, result: ModelRunnerOutput) -> list[PoolingRequestOutput]:
+        """Finish each pooled request (its blocks are freed now) and build its output."""
+        outputs = []
+        for rid, data in result.pooler_output.items():
+            request = self.requests[rid]
+            self.scheduler.finish(request, RequestStatus.FINISHED_STOPPED)
+            self.parents.pop(rid, None)
+            self._forget(request)
+            outputs.append(pooling_output(request, data))
+        return outputs
 
     def _make_request(
         self,
@@ -190,7 +240,7 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.parents)
 
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[RequestOutput | PoolingRequestOutput]:
         """Run one engine step; return outputs of the requests that changed."""
         sched = self.scheduler.schedule()
         if sched.is_empty:
@@ -200,7 +250,7 @@ class LLMEngine:
             s.request.num_computed_tokens += s.num_new_tokens
         touched = self._apply_output(result)
         outputs = [self._make_output(p) for p in touched]
-        return [o for o in outputs if o is not None]
+        return [o for o in outputs if o is not None] + self._pooling_outputs(result)
 
     def _apply_output(self, result: ModelRunnerOutput) -> list[ParentRequest]:
         touched: dict[str, ParentRequest] = {}

@@ -11,6 +11,7 @@ from pagoda.config import EngineConfig
 from pagoda.core.cuda_graphs import CUDAGraphRunner, supports_graphs
 from pagoda.core.device_inputs import DeviceInputs
 from pagoda.core.loader import load_weights
+from pagoda.core.pooler import Pooler
 from pagoda.core.sampler import Sampler, compute_prompt_logprobs
 from pagoda.core.scheduler import SchedulerOutput
 from pagoda.interfaces import AttentionMetadata, ModelContext
@@ -32,6 +33,8 @@ class ModelRunnerOutput:
     sampled_token_ids: list[int] = field(default_factory=list)
     logprobs: list[PositionLogprobs | None] = field(default_factory=list)
     prompt_logprobs: dict[str, list[PositionLogprobs]] = field(default_factory=dict)
+    # Pooling steps: request id -> its pooled result (core.pooler).
+    pooler_output: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # Device memory kept free beyond the profiled peak for the CUDA graphs' own pool.
@@ -59,6 +62,8 @@ class ModelRunner:
         self._allocate_kv_cache()
         self.graphs = self._capture_cuda_graphs()
         self.sampler = Sampler()
+        m = config.model
+        self.pooler = Pooler(self.model, m.task, m.pooler) if m.task != "generate" else None
 
     def _build_model(self, plugins: PluginManager) -> torch.nn.Module:
         m = self.config.model
@@ -118,6 +123,7 @@ class ModelRunner:
         if (
             self.inputs is None
             or self.config.device.enforce_eager
+            or self.config.model.task != "generate"  # pooling models never decode
             or not supports_graphs(self.backend)
         ):
             return None
@@ -139,6 +145,11 @@ class ModelRunner:
         cache = self.config.cache
         if cache.num_gpu_blocks_override is not None:
             return cache.num_gpu_blocks_override
+        if not self.attn_layers:
+            # An encoder keeps no KV cache: virtual blocks (no memory) for the scheduler's
+            # accounting, enough for max_num_seqs full-length requests.
+            max_len = self.config.model.max_model_len or 1
+            return self.config.scheduler.max_num_seqs * -(-max_len // self.block_size)
         if self.device.type == "cpu":
             budget = cache.kv_cache_memory or 0
             if cache.kv_cache_memory_is_default:
@@ -295,6 +306,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        if self.pooler is not None:
+            return ModelRunnerOutput(pooler_output=self.pooler.execute(self, sched))
         hidden, meta = self._forward(sched)
         out = ModelRunnerOutput()
         rows = [i for i, s in enumerate(sched.scheduled) if s.samples]

@@ -59,6 +59,8 @@ class Request:
     # Per-request helpers the engine attaches (sampler row, detokenizer).
     sampling_row: Any = None
     detokenizer: Any = None
+    # A pooling request's state (core.pooler.PoolingState); None for generation.
+    pooling: Any = None
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.prompt_token_ids)

@@ -111,10 +111,16 @@ class Scheduler:
     ) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
+            # A pooling prompt is computed whole in one step (its pooler needs every hidden
+            # state; an encoder cannot be chunked): no prefix hit, no split. The config makes
+            # max_num_batched_tokens >= max_model_len, so it fits an empty step.
+            whole = request.pooling is not None
             computed, num_hit = [], 0
-            if request.num_computed_tokens == 0:
+            if request.num_computed_tokens == 0 and not whole:
                 computed, num_hit = self.kv.get_computed_blocks(request)
             num_new = min(request.num_tokens - request.num_computed_tokens - num_hit, budget)
+            if whole and num_new < request.num_tokens:
+                break
             if not self.kv.allocate_slots(request, num_new, computed):
                 break
             self.waiting.popleft()

@@ -132,9 +132,7 @@ def _schema_dict(schema: Any) -> dict[str, Any]:
     if isinstance(schema, bool):  # JSON Schema allows true / false as whole schemas
         schema = {} if schema else {"not": {}}
     if not isinstance(schema, dict):
-        raise ValueError(
-            f"guided json must be a JSON schema object, got {type(schema).__name__}"
-        )
+        raise ValueError(f"guided json must be a JSON schema object, got {type(schema).__name__}")
     return schema
 
 
@@ -225,8 +223,9 @@ def apply_token_bitmask_ref(
         return
     shifts = _BIT_SHIFTS.get(logits.device)
     if shifts is None:
-        shifts = _BIT_SHIFTS[logits.device] = torch.arange(32, dtype=torch.int32,
-                                                            device=logits.device)
+        shifts = _BIT_SHIFTS[logits.device] = torch.arange(
+            32, dtype=torch.int32, device=logits.device
+        )
     words = bitmask.index_select(0, rows_t)  # [R, W]
     allowed = ((words.unsqueeze(-1) >> shifts) & 1).bool().flatten(1)  # [R, W * 32]
     vocab = logits.shape[-1]
@@ -249,8 +248,12 @@ def apply_token_bitmask(
     if not row_list:
         return
     kernel = _xgrammar_cpu_kernel() if logits.dtype == torch.float32 else None
-    if (kernel is not None and logits.device.type == "cpu" and bitmask.device.type == "cpu"
-            and logits.shape[-1] <= bitmask.shape[-1] * 32):
+    if (
+        kernel is not None
+        and logits.device.type == "cpu"
+        and bitmask.device.type == "cpu"
+        and logits.shape[-1] <= bitmask.shape[-1] * 32
+    ):
         kernel(logits, bitmask, logits.shape[-1], row_list)
     else:
         apply_token_bitmask_ref(logits, bitmask, row_list)

@@ -1,8 +1,8 @@
 """The C decode-attention kernel of the CPU path, compiled on first use and called through
 ctypes; :func:`pagoda.kernels.attention_ref.decode_attention` is its reference.
 
-The batch is split over threads (ctypes releases the GIL). When no C compiler is available
-:func:`load` returns None and callers use the torch reference.
+It runs on the calling thread. When no C compiler is available :func:`load` returns None
+and callers use the torch reference.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -67,11 +66,6 @@ def load() -> ctypes.CDLL | None:
     return lib
 
 
-@lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()))
-
-
 def paged_decode_attention(
     q: torch.Tensor,
     kv_cache: torch.Tensor,
@@ -93,30 +87,12 @@ def paged_decode_attention(
     _, _, block_size, kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q)
     group = heads // kv_heads
-    max_len = int(seq_lens.max())
-    workers = min(_pool()._max_workers, batch)
-    scratch = torch.empty(workers, group * max_len, dtype=torch.float32)
-    bounds = [batch * i // workers for i in range(workers + 1)]
-    args = (
-        q.data_ptr(),
-        kv_cache[0].data_ptr(),
-        kv_cache[1].data_ptr(),
-        block_tables.data_ptr(),
-        seq_lens.data_ptr(),
-        out.data_ptr(),
-        heads,
-        kv_heads,
-        dim,
-        block_size,
-        block_tables.shape[1],
-        scale,
+    scratch = torch.empty(group * int(seq_lens.max()), dtype=torch.float32)
+    # One thread, the caller's: torch's OpenMP workers keep spinning between ops, and on a
+    # machine with few cores extra threads here would fight them for the cores.
+    lib.paged_decode_attention_f32(
+        q.data_ptr(), kv_cache[0].data_ptr(), kv_cache[1].data_ptr(), block_tables.data_ptr(),
+        seq_lens.data_ptr(), out.data_ptr(), heads, kv_heads, dim, block_size,
+        block_tables.shape[1], scale, 0, batch, scratch.data_ptr(),
     )
-
-    def run(i: int) -> None:
-        lib.paged_decode_attention_f32(*args, bounds[i], bounds[i + 1], scratch[i].data_ptr())
-
-    if workers == 1:
-        run(0)
-    else:
-        list(_pool().map(run, range(workers)))
     return out

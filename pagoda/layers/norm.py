@@ -1,4 +1,5 @@
-"""RMSNorm, with the residual add fused in."""
+"""RMSNorm, with the residual add fused in. On CUDA it runs the Triton kernel (one pass);
+elsewhere plain torch."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ class RMSNorm(nn.Module):
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if x.is_cuda:
+            from pagoda.kernels import triton_ops
+
+            if residual is None:
+                return triton_ops.rms_norm(x, self.weight, self.eps)
+            return triton_ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
         if residual is None:
             return self._norm(x)
         x = x + residual

@@ -122,13 +122,27 @@ class RotaryEmbedding(nn.Module):
 
     def rotate(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Rotate every head of ``x`` [num_tokens, heads, head_dim] (q and k heads together
-        when they are laid out side by side, as in a fused QKV output)."""
+        when they are laid out side by side, as in a fused QKV output). On CUDA ``x`` is
+        rotated in place (it is a view of a fresh projection output) and returned."""
+        if x.is_cuda:
+            from pagoda.kernels import triton_ops
+
+            # The kernel takes two head groups; any split of x's heads rotates them all.
+            mid = (x.shape[1] + 1) // 2
+            triton_ops.rotary_embedding(
+                positions, x[:, :mid], x[:, mid:], self.cos_cache, self.sin_cache, inplace=True
+            )
+            return x
         cos, sin = self._cos_sin(positions, x.dtype)
         return self._rotate(x, cos, sin)
 
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if q.is_cuda:
+            from pagoda.kernels import triton_ops
+
+            return triton_ops.rotary_embedding(positions, q, k, self.cos_cache, self.sin_cache)
         cos, sin = self._cos_sin(positions, q.dtype)
         return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from pagoda.config import EngineConfig
 from pagoda.core.async_engine import AsyncLLMEngine
-from pagoda.server import chat, completions, models, tokenize
+from pagoda.server import chat, completions, models, pooling, tokenize
 from pagoda.server.errors import APIError, error_response, too_large
 from pagoda.server.metrics import ServerMetrics
 from pagoda.server.openapi import build_openapi
@@ -101,6 +101,7 @@ def create_app(
     app.router.add_post("/v1/chat/completions", chat.create_chat_completion)
     app.router.add_post("/tokenize", tokenize.tokenize)
     app.router.add_post("/detokenize", tokenize.detokenize)
+    pooling.add_routes(app)
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(openapi)

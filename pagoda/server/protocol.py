@@ -5,12 +5,14 @@ Requests forbid unknown fields, so a misspelled option is a 400 naming it, never
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pagoda.interfaces.messages import DeltaToolCall, ToolCall
 from pagoda.sampling_params import SamplingParams
 
 
@@ -119,12 +121,56 @@ class TextPart(OpenAIModel):
     text: str
 
 
+class FunctionDefinition(OpenAIModel):
+    """A function the model may call: its name, description and JSON schema of arguments."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(OpenAIModel):
+    """One entry of a chat request's ``tools``."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(OpenAIModel):
+    name: str
+
+
+class NamedToolChoice(OpenAIModel):
+    """``tool_choice`` naming the one function the model must call."""
+
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+def _arguments_as_dict(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call of an earlier assistant turn with its JSON-text arguments decoded, as the
+    chat templates expect (``arguments | tojson``, ``arguments.items()``)."""
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    try:
+        arguments = json.loads(function["arguments"])
+    except ValueError:
+        return call
+    if not isinstance(arguments, dict):
+        return call
+    return {**call, "function": {**function, "arguments": arguments}}
+
+
 class ChatMessage(OpenAIModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     def as_template_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role}
@@ -132,10 +178,14 @@ class ChatMessage(OpenAIModel):
             out["content"] = "".join(part.text for part in self.content)
         else:
             out["content"] = self.content or ""
-        for key in ("name", "tool_calls", "tool_call_id"):
+        for key in ("name", "tool_call_id", "reasoning_content"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.reasoning is not None and self.reasoning_content is None:
+            out["reasoning_content"] = self.reasoning
+        if self.tool_calls is not None:
+            out["tool_calls"] = [_arguments_as_dict(call) for call in self.tool_calls]
         return out
 
 
@@ -147,8 +197,8 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ChatTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     # vLLM's chat extras
@@ -161,10 +211,17 @@ class ChatCompletionRequest(SamplingFields):
 
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:
-        if self.tools:
-            raise ValueError("tools are not supported yet")
-        if self.tool_choice not in (None, "none"):
-            raise ValueError("tool_choice is not supported yet")
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools must have distinct function names")
+        if self.tool_choice in ("auto", "required") and not names:
+            raise ValueError(f"tool_choice {self.tool_choice!r} needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            if self.tool_choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names the function {self.tool_choice.function.name!r}, "
+                    f"which is not among the tools ({', '.join(names) or 'none given'})"
+                )
         if self.response_format and self.response_format.get("type") != "text":
             raise ValueError("response_format other than text is not supported yet")
         if self.top_logprobs and not self.logprobs:
@@ -176,6 +233,19 @@ class ChatCompletionRequest(SamplingFields):
 
     def conversation(self) -> list[dict[str, Any]]:
         return [m.as_template_dict() for m in self.messages]
+
+    def tool_dicts(self) -> list[dict[str, Any]] | None:
+        """The tools as the chat template receives them (None when there are none)."""
+        if not self.tools:
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools]
+
+    def effective_tool_choice(self) -> str | NamedToolChoice:
+        """``tool_choice`` with OpenAI's default filled in: "auto" when there are tools and
+        the field is unset, else "none"."""
+        if self.tool_choice is not None:
+            return self.tool_choice
+        return "auto" if self.tools else "none"
 
 
 class UsageInfo(BaseModel):
@@ -220,8 +290,14 @@ class ChatLogprobs(BaseModel):
 
 
 class ChatResponseMessage(BaseModel):
+    """The assistant's message. ``reasoning_content`` and ``reasoning`` hold the same text
+    (DeepSeek's name and vLLM's newer one)."""
+
     role: str = "assistant"
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class ChatChoice(BaseModel):
@@ -242,8 +318,13 @@ class ChatCompletionResponse(BaseModel):
 
 
 class DeltaMessage(BaseModel):
+    """What one chunk adds to the assistant message (fields left None add nothing)."""
+
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatStreamChoice(BaseModel):
@@ -292,6 +373,7 @@ class TokenizeChatRequest(OpenAIModel):
 
     model: str | None = None
     messages: list[ChatMessage]
+    tools: list[ChatTool] | None = None
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     add_special_tokens: bool = False

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pagoda.core.async_engine import AsyncLLMEngine
+from pagoda.interfaces.reasoning import ReasoningParser
+from pagoda.interfaces.tool_parser import ToolParser
 from pagoda.server.errors import APIError
 from pagoda.server.metrics import ServerMetrics
 
@@ -22,6 +24,11 @@ class ServerOptions:
     disable_log_requests: bool = False
     max_log_len: int | None = None
     max_request_bytes: int = 32 << 20
+    enable_auto_tool_choice: bool = False
+    #: ``--tool-call-parser``'s class (a :class:`pagoda.interfaces.ToolParser`), or None.
+    tool_parser: type[ToolParser] | None = None
+    #: ``--reasoning-parser``'s class (a :class:`pagoda.interfaces.ReasoningParser`), or None.
+    reasoning_parser: type[ReasoningParser] | None = None
 
 
 @dataclass

@@ -35,6 +35,7 @@ async def tokenize(request: web.Request) -> web.Response:
                 chat_template=chat.chat_template,
                 chat_template_kwargs=chat.chat_template_kwargs,
                 add_special_tokens=chat.add_special_tokens,
+                tools=[t.model_dump(exclude_none=True) for t in chat.tools or []] or None,
             )
             want_strs = chat.return_token_strs
         else:

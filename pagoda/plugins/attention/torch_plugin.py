@@ -9,4 +9,9 @@ _MODULE = "pagoda.plugins.attention.torch_backend"
 def register_attention_backends(register: Register) -> None:
     register("torch", f"{_MODULE}:TorchAttentionBackend", devices=("cpu", "cuda"), priority=0)
     register("cpu", f"{_MODULE}:CPUAttentionBackend", devices=("cpu",), priority=10)
-    register("triton", "pagoda.plugins.attention.triton_backend:TritonAttentionBackend", devices=("cuda",), priority=20)  # noqa: E501
+    register(
+        "triton",
+        "pagoda.plugins.attention.triton_backend:TritonAttentionBackend",
+        devices=("cuda",),
+        priority=20,
+    )  # noqa: E501

@@ -47,8 +47,9 @@ def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet, inverted: printable char -> byte."""
     global _BYTE_DECODER
     if _BYTE_DECODER is None:
-        bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(
-            range(0xAE, 0x100))
+        bs = (
+            list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+        )
         cs = bs[:]
         n = 0
         for b in range(256):
@@ -106,9 +107,19 @@ def invalid(backend: str, kind: str, e: BaseException) -> ValueError:
 # Keywords whose values are maps of name -> schema, lists of schemas, or one schema.
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains",
-               "propertyNames", "unevaluatedProperties", "unevaluatedItems",
-               "additionalItems")
+_SCHEMA_ONE = (
+    "items",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "additionalItems",
+)
 
 
 def schema_keywords(schema: Any) -> set[str]:
@@ -167,11 +178,13 @@ def _check_local_refs(backend: str, schema: dict[str, Any]) -> None:
                 for part in filter(None, ref[1:].split("/")):
                     part = part.replace("~1", "/").replace("~0", "~")
                     if not isinstance(target, dict) or part not in target:
-                        raise ValueError(f"{backend}: invalid JSON schema: $ref {ref!r} "
-                                         "does not resolve")
+                        raise ValueError(
+                            f"{backend}: invalid JSON schema: $ref {ref!r} does not resolve"
+                        )
                     target = target[part]
-            todo.extend(v for k, v in node.items() if k not in ("enum", "const", "default",
-                                                                  "examples"))
+            todo.extend(
+                v for k, v in node.items() if k not in ("enum", "const", "default", "examples")
+            )
 
 
 _REGEX_META = set("\\.^$|?*+()[]{}")
@@ -222,8 +235,7 @@ class HistoryMatcher:
 
     def rollback(self, num_tokens: int) -> None:
         if num_tokens < 0 or num_tokens > len(self._history):
-            raise ValueError(f"cannot roll back {num_tokens} tokens: "
-                             f"{len(self._history)} accepted")
+            raise ValueError(f"cannot roll back {num_tokens} tokens: {len(self._history)} accepted")
         if num_tokens == 0:
             return
         if self._terminated:

@@ -56,8 +56,9 @@ def _fix_lmfe_json_bugs() -> None:
 
     def object_allowed(self: Any) -> str:
         allowed = object_chars(self)
-        after_comma = (self.current_stage == _jsp.ObjectParsingStage.PARSING_KEY_OR_END
-                       and self.existing_keys)
+        after_comma = (
+            self.current_stage == _jsp.ObjectParsingStage.PARSING_KEY_OR_END and self.existing_keys
+        )
         return allowed.replace("}", "") if after_comma else allowed
 
     number_allowed._pagoda_fixed = True  # type: ignore[attr-defined]
@@ -72,16 +73,35 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # minLength/maxLength: 0.11.3 overshoots maxLength by one with word-start tokens and can end
 # a length-limited string unterminated, so they are refused rather than half enforced.
 UNSUPPORTED_SCHEMA_KEYWORDS = (
-    "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "multipleOf", "format",
-    "uniqueItems", "not", "if", "then", "else", "contains", "patternProperties",
-    "propertyNames", "dependentSchemas", "dependentRequired", "minProperties",
-    "maxProperties", "unevaluatedProperties", "unevaluatedItems", "prefixItems",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "format",
+    "uniqueItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "patternProperties",
+    "propertyNames",
+    "dependentSchemas",
+    "dependentRequired",
+    "minProperties",
+    "maxProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "prefixItems",
 )
 
 
-def build_tokenizer_data(tokenizer: Any, vocab_size: int,
-                         eos_token_ids: list[int]) -> TokenEnforcerTokenizerData:
+def build_tokenizer_data(
+    tokenizer: Any, vocab_size: int, eos_token_ids: list[int]
+) -> TokenEnforcerTokenizerData:
     """lm-format-enforcer's ``build_token_enforcer_tokenizer_data`` without its transformers
     import: each regular token's text is decoded after a ``"0"`` token, so a leading space
     that a lone decode would strip is kept, and a token is a word start when that text is
@@ -94,9 +114,11 @@ def build_tokenizer_data(tokenizer: Any, vocab_size: int,
     # A token that is part of a multi-byte character decodes to U+FFFD, and lm-format-enforcer
     # would then feed its parser a character that is not in the output: leave such tokens (and
     # non-whitespace control characters, which it would put raw into JSON strings) out.
-    regular = [(i, a[1:], len(a[1:]) > len(b)) for i, a, b in zip(ids, after_0, alone,
-                                                                   strict=True)
-               if "\ufffd" not in a and not _CONTROL.search(a)]
+    regular = [
+        (i, a[1:], len(a[1:]) > len(b))
+        for i, a, b in zip(ids, after_0, alone, strict=True)
+        if "\ufffd" not in a and not _CONTROL.search(a)
+    ]
 
     def decode(tokens: list[int]) -> str:
         return tokenizer.decode(tokens).rstrip("\ufffd")
@@ -109,8 +131,9 @@ class LMFormatEnforcerBackend:
 
     name = "lm-format-enforcer"
 
-    def __init__(self, tokenizer: Any, vocab_size: int,
-                 eos_token_ids: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, vocab_size: int, eos_token_ids: Sequence[int] | None = None
+    ) -> None:
         self.vocab_size = vocab_size
         self.eos_token_ids = resolve_eos_ids(tokenizer, eos_token_ids)
         self._eos_row = words_of(self.eos_token_ids, vocab_size)
@@ -147,23 +170,28 @@ class LMFormatEnforcerBackend:
 class LMFormatEnforcerConstraint:
     """A root character-level parser (immutable: parsers return new parsers per character)."""
 
-    def __init__(self, parser: CharacterLevelParser, data: TokenEnforcerTokenizerData,
-                 eos_ids: list[int], eos_row: torch.Tensor) -> None:
+    def __init__(
+        self,
+        parser: CharacterLevelParser,
+        data: TokenEnforcerTokenizerData,
+        eos_ids: list[int],
+        eos_row: torch.Tensor,
+    ) -> None:
         self._parser = parser
         self._data = data
         self._eos_ids = eos_ids
         self._eos_row = eos_row
 
     def new_matcher(self) -> LMFormatEnforcerMatcher:
-        return LMFormatEnforcerMatcher(TokenEnforcer(self._data, self._parser), self._eos_ids,
-                                       self._eos_row)
+        return LMFormatEnforcerMatcher(
+            TokenEnforcer(self._data, self._parser), self._eos_ids, self._eos_row
+        )
 
 
 class LMFormatEnforcerMatcher(HistoryMatcher):
     """One ``TokenEnforcer`` per sequence, asked about the generated tokens so far."""
 
-    def __init__(self, enforcer: TokenEnforcer, eos_ids: list[int],
-                 eos_row: torch.Tensor) -> None:
+    def __init__(self, enforcer: TokenEnforcer, eos_ids: list[int], eos_row: torch.Tensor) -> None:
         super().__init__(eos_ids, eos_row)
         self._enforcer = enforcer
         self._eos_probe = eos_ids[0]

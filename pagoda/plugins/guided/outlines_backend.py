@@ -33,10 +33,26 @@ from pagoda.plugins.guided.common import (
 # "format": outlines-core spells date/time formats with \d, which its Rust regexes read as
 # any Unicode digit, so it would emit dates Python's validators reject.
 UNSUPPORTED_SCHEMA_KEYWORDS = (
-    "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-    "uniqueItems", "not", "if", "then", "else", "contains", "patternProperties",
-    "propertyNames", "dependentSchemas", "dependentRequired", "minProperties",
-    "maxProperties", "unevaluatedProperties", "unevaluatedItems",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "uniqueItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "patternProperties",
+    "propertyNames",
+    "dependentSchemas",
+    "dependentRequired",
+    "minProperties",
+    "maxProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
 )
 
 _MAX_ROLLBACK = 256
@@ -50,8 +66,9 @@ class OutlinesBackend:
 
     name = "outlines"
 
-    def __init__(self, tokenizer: Any, vocab_size: int,
-                 eos_token_ids: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, vocab_size: int, eos_token_ids: Sequence[int] | None = None
+    ) -> None:
         self.vocab_size = vocab_size
         self.eos_token_ids = resolve_eos_ids(tokenizer, eos_token_ids)
         self._eos_row = words_of(self.eos_token_ids, vocab_size)

@@ -24,9 +24,19 @@ from pagoda.plugins.guided.common import (
 
 # Schema keywords xgrammar 0.2 does not enforce (it would accept output violating them).
 UNSUPPORTED_SCHEMA_KEYWORDS = (
-    "not", "if", "then", "else", "dependentSchemas", "dependentRequired", "contains",
-    "uniqueItems", "multipleOf", "patternProperties", "propertyNames",
-    "unevaluatedProperties", "unevaluatedItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependentRequired",
+    "contains",
+    "uniqueItems",
+    "multipleOf",
+    "patternProperties",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
 )
 
 
@@ -35,8 +45,13 @@ class XGrammarBackend:
 
     name = "xgrammar"
 
-    def __init__(self, tokenizer: Any, vocab_size: int,
-                 eos_token_ids: Sequence[int] | None = None, max_threads: int = 2) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        eos_token_ids: Sequence[int] | None = None,
+        max_threads: int = 2,
+    ) -> None:
         self.vocab_size = vocab_size
         self.eos_token_ids = resolve_eos_ids(tokenizer, eos_token_ids)
         self._eos_row = words_of(self.eos_token_ids, vocab_size)
@@ -46,8 +61,9 @@ class XGrammarBackend:
         # or a regex like ".*" would then admit. So blank them out.
         special = special_token_ids(tokenizer)
         decoded = [b"" if i in special else text for i, text in enumerate(detected.decoded_vocab)]
-        info = xgr.TokenizerInfo(decoded, xgr.VocabType.RAW, vocab_size=vocab_size,
-                                 stop_token_ids=self.eos_token_ids)
+        info = xgr.TokenizerInfo(
+            decoded, xgr.VocabType.RAW, vocab_size=vocab_size, stop_token_ids=self.eos_token_ids
+        )
         self._compiler = xgr.GrammarCompiler(info, max_threads=max_threads)
 
     def compile(self, params: GuidedDecodingParams) -> XGrammarConstraint:
@@ -58,11 +74,19 @@ class XGrammarBackend:
             )
         if kind == "json":
             check_json_schema(self.name, params.json, UNSUPPORTED_SCHEMA_KEYWORDS)
-            what, build = "JSON schema", lambda: self._compiler.compile_json_schema(
-                json.dumps(params.json), any_whitespace=True, strict_mode=True)
+            what, build = (
+                "JSON schema",
+                lambda: self._compiler.compile_json_schema(
+                    json.dumps(params.json), any_whitespace=True, strict_mode=True
+                ),
+            )
         elif kind == "json_object":
-            what, build = "JSON object", lambda: self._compiler.compile_json_schema(
-                '{"type": "object"}', any_whitespace=True, strict_mode=False)
+            what, build = (
+                "JSON object",
+                lambda: self._compiler.compile_json_schema(
+                    '{"type": "object"}', any_whitespace=True, strict_mode=False
+                ),
+            )
         elif kind == "regex":
             what, build = "regex", lambda: self._compiler.compile_regex(params.regex)
         elif kind == "choice":
@@ -115,8 +139,7 @@ class XGrammarMatcher:
 
     def rollback(self, num_tokens: int) -> None:
         if num_tokens < 0 or num_tokens > self._num_accepted:
-            raise ValueError(f"cannot roll back {num_tokens} tokens: "
-                             f"{self._num_accepted} accepted")
+            raise ValueError(f"cannot roll back {num_tokens} tokens: {self._num_accepted} accepted")
         if num_tokens:
             self._matcher.rollback(num_tokens)
             self._num_accepted -= num_tokens
