@@ -86,7 +86,25 @@ def test_plugins_lists_each_plugin_its_distribution_and_registrations(
             "model architecture: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
             "Qwen3ForCausalLM"
         ],
-        "torch_attention  [pagoda-llm 0.1.0]": ["attention backend: torch, cpu"],
+        "llama_pooling  [pagoda-llm 0.1.0]": [
+            "model architecture: LlamaForSequenceClassification, "
+            "MistralForSequenceClassification, Qwen2ForSequenceClassification, "
+            "Qwen3ForSequenceClassification"
+        ],
+        "bert  [pagoda-llm 0.1.0]": [
+            "model architecture: BertModel, BertForSequenceClassification"
+        ],
+        "torch_attention  [pagoda-llm 0.1.0]": ["attention backend: torch, cpu, triton"],
+        "guided  [pagoda-llm 0.1.0]": [
+            "guided-decoding backend: xgrammar, outlines, lm-format-enforcer"
+        ],
+        "tool_parsers  [pagoda-llm 0.1.0]": [
+            "tool parser: hermes, llama3_json, mistral, pythonic, qwen3_coder, deepseek_v3, "
+            "granite, internlm"
+        ],
+        "reasoning_parsers  [pagoda-llm 0.1.0]": [
+            "reasoning parser: deepseek_r1, qwen3, granite, mistral"
+        ],
         "example  [pagoda-plugin-example 0.1.0]": ["model architecture: ExampleForCausalLM"],
     }
 
