@@ -30,7 +30,7 @@ chat: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check pagoda tests
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/pagoda bench throughput $(MODEL) --input-len 20:200 --output-len 32:256 \

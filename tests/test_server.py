@@ -372,7 +372,7 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str, str | None]] = [
         "gpt-9",
         "model",
     ),
-    ("unknown-route", "/v1/embeddings", {"input": "hi"}, 404, "/v1/embeddings", None),
+    ("unknown-route", "/v1/no-such-route", {"input": "hi"}, 404, "/v1/no-such-route", None),
 ]
 
 
