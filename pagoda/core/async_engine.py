@@ -17,6 +17,7 @@ from typing import Any
 
 from pagoda.config import EngineConfig
 from pagoda.core.engine import LLMEngine, PromptInput
+from pagoda.interfaces.guided import GuidedDecodingParams
 from pagoda.outputs import RequestOutput
 from pagoda.plugin_manager import PluginManager
 from pagoda.sampling_params import SamplingParams
@@ -104,6 +105,12 @@ class AsyncLLMEngine:
             self._streams.pop(request_id, None)
             if not finished:
                 self.abort(request_id)
+
+    async def compile_guided(self, params: GuidedDecodingParams) -> None:
+        """Compile (and cache) a structured-output constraint on a worker thread, so a slow
+        grammar never stalls the step loop; the engine thread then finds it in the cache.
+        Raises ValueError for an invalid or inexpressible constraint."""
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.guided.compile, params)
 
     def abort(self, request_id: str) -> None:
         self._commands.put(("abort", request_id))

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pagoda.interfaces.guided import GuidedDecodingParams
 from pagoda.interfaces.messages import DeltaToolCall, ToolCall
 from pagoda.sampling_params import SamplingParams
 
@@ -29,6 +30,22 @@ class OpenAIModel(BaseModel):
 class StreamOptions(OpenAIModel):
     include_usage: bool = False
     continuous_usage_stats: bool = False
+
+
+class StructuredOutputs(OpenAIModel):
+    """vLLM's newer ``structured_outputs`` request object."""
+
+    json: dict[str, Any] | str | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    backend: str | None = None
+    whitespace_pattern: str | None = None
+
+    def constraints(self) -> dict[str, Any]:
+        names = ("json", "regex", "choice", "grammar", "json_object")
+        return {n: getattr(self, n) for n in names if getattr(self, n) not in (None, False)}
 
 
 class SamplingFields(OpenAIModel):
@@ -57,6 +74,53 @@ class SamplingFields(OpenAIModel):
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     prompt_logprobs: int | None = Field(None, ge=0)
+    # structured outputs: vLLM's guided_* fields, the newer structured_outputs object, and
+    # OpenAI's response_format -- at most one constraint in all
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_whitespace_pattern: str | None = None
+    guided_decoding_backend: str | None = None
+    structured_outputs: StructuredOutputs | None = None
+    response_format: dict[str, Any] | None = None
+
+    def guided_params(self) -> GuidedDecodingParams | None:
+        """The one structured-output constraint of the request (ValueError naming the fields
+        when several are given, or when a guided option would have no effect)."""
+        found: dict[str, Any] = {}
+        for name in ("guided_json", "guided_regex", "guided_choice", "guided_grammar"):
+            if getattr(self, name) is not None:
+                found[name] = (name.removeprefix("guided_"), getattr(self, name))
+        if self.structured_outputs is not None:
+            for key, value in self.structured_outputs.constraints().items():
+                found[f"structured_outputs.{key}"] = (key, value)
+        rf = self.response_format or {}
+        if rf.get("type") == "json_object":
+            found["response_format"] = ("json_object", True)
+        elif rf.get("type") == "json_schema":
+            schema = (rf.get("json_schema") or {}).get("schema")
+            if schema is None:
+                raise ValueError("response_format json_schema needs json_schema.schema")
+            found["response_format"] = ("json", schema)
+        elif rf and rf.get("type") != "text":
+            raise ValueError(f"response_format type {rf.get('type')!r} is not one of text, "
+                             "json_object, json_schema")
+        backend = self.guided_decoding_backend or (
+            self.structured_outputs.backend if self.structured_outputs else None)
+        whitespace = self.guided_whitespace_pattern or (
+            self.structured_outputs.whitespace_pattern if self.structured_outputs else None)
+        if len(found) > 1:
+            raise ValueError(f"only one structured-output constraint is allowed, got "
+                             f"{', '.join(found)}")
+        if not found:
+            if backend is not None or whitespace is not None:
+                raise ValueError("guided_decoding_backend / guided_whitespace_pattern have no "
+                                 "effect without a constraint (guided_json, guided_regex ...)")
+            return None
+        kind, value = next(iter(found.values()))
+        return GuidedDecodingParams(**{kind: value}, backend=backend,
+                                    whitespace_pattern=whitespace)
     priority: int = 0
     request_id: str | None = None
 
@@ -83,6 +147,7 @@ class SamplingFields(OpenAIModel):
             logit_bias=self.logit_bias,
             skip_special_tokens=self.skip_special_tokens,
             spaces_between_special_tokens=self.spaces_between_special_tokens,
+            guided_decoding=self.guided_params(),
         )
 
 
@@ -200,7 +265,6 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[ChatTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
     # vLLM's chat extras
     echo: bool = False
     add_generation_prompt: bool = True
@@ -222,8 +286,6 @@ class ChatCompletionRequest(SamplingFields):
                     f"tool_choice names the function {self.tool_choice.function.name!r}, "
                     f"which is not among the tools ({', '.join(names) or 'none given'})"
                 )
-        if self.response_format and self.response_format.get("type") != "text":
-            raise ValueError("response_format other than text is not supported yet")
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         if self.continue_final_message and self.add_generation_prompt:

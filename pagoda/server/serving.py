@@ -100,6 +100,8 @@ async def run_request(
     log_request(state, rid, prompt.get("prompt_token_ids", []), prompt.get("prompt"), params)
     status = "aborted"
     try:
+        if params.guided_decoding is not None:
+            await engine.compile_guided(params.guided_decoding)
         async for output in engine.generate(prompt, params, rid):
             if output.finished:
                 state.metrics.observe_finished(output)

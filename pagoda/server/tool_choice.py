@@ -9,7 +9,6 @@ the tools (``anyOf``), at least one item, at most one without ``parallel_tool_ca
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -20,11 +19,6 @@ from pagoda.server.errors import APIError
 from pagoda.server.protocol import ChatCompletionRequest, NamedToolChoice
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
-
-
-def guided_decoding_supported() -> bool:
-    """Whether the engine's SamplingParams carry a guided-decoding constraint."""
-    return any(f.name == "guided_decoding" for f in dataclasses.fields(SamplingParams))
 
 
 def named_schema(req: ChatCompletionRequest, name: str) -> dict[str, Any]:
@@ -60,24 +54,23 @@ def required_schema(req: ChatCompletionRequest) -> dict[str, Any]:
 
 def constrain(req: ChatCompletionRequest, params: SamplingParams) -> None:
     """Set ``params.guided_decoding`` for a "required" or named tool_choice (a 400 when the
-    engine has no guided decoding, or the request already has a response_format)."""
+    request already has a structured-output constraint)."""
     choice = req.effective_tool_choice()
     if choice in ("none", "auto"):
         return
     label = "required" if choice == "required" else "named"
-    if not guided_decoding_supported():
-        raise APIError(400, f"tool_choice {label!r} needs guided decoding", param="tool_choice")
-    if req.response_format and req.response_format.get("type") != "text":
+    if params.guided_decoding is not None:
         raise APIError(
             400,
-            f"tool_choice {label!r} cannot be combined with response_format",
+            f"tool_choice {label!r} cannot be combined with a structured-output constraint "
+            "(response_format, guided_*, structured_outputs)",
             param="tool_choice",
         )
     if isinstance(choice, NamedToolChoice):
         schema = named_schema(req, choice.function.name)
     else:
         schema = required_schema(req)
-    params.guided_decoding = GuidedDecodingParams(json=schema)  # type: ignore[attr-defined]
+    params.guided_decoding = GuidedDecodingParams(json=schema)
 
 
 class NamedToolCallParser(ToolParser):
