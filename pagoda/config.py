@@ -182,6 +182,8 @@ class DecodingConfig:
     """Structured-output defaults."""
 
     guided_decoding_backend: str = "auto"
+    # With a reasoning parser, a request's grammar starts only after its reasoning has ended.
+    reasoning_parser: str | None = None
 
 
 @dataclass(slots=True)

@@ -65,6 +65,10 @@ class LLMEngine:
         )
         self.device = self.config.device.torch_device
         self.vocab_size = int(self.config.model.hf_config.vocab_size)
+        reasoning = self.config.decoding.reasoning_parser
+        self.reasoner = (
+            self.plugins.reasoning_parsers.get(reasoning)(self.tokenizer) if reasoning else None
+        )
         self.guided = GuidedDecoding(
             self.plugins,
             self.tokenizer,
@@ -144,7 +148,7 @@ class LLMEngine:
             child_id = request_id if params.n == 1 else f"{i}_{request_id}"
             child = self._make_request(child_id, text, token_ids, child_params, arrival)
             if constraint is not None:
-                child.sampling_row.matcher = constraint.new_matcher()
+                self._attach_matcher(child, constraint.new_matcher())
             parent.children.append(child)
         self.parents[request_id] = parent
         for child in parent.children:
@@ -184,6 +188,14 @@ class LLMEngine:
             self._forget(request)
             outputs.append(pooling_output(request, data))
         return outputs
+
+    def _attach_matcher(self, request: Request, matcher: Any) -> None:
+        """Constrain the request now, or, with a reasoning parser, once its reasoning ends
+        (the prompt may already end it, e.g. a template that closes an empty think block)."""
+        if self.reasoner is None or self.reasoner.is_reasoning_end(request.prompt_token_ids):
+            request.sampling_row.matcher = matcher
+        else:
+            request.pending_matcher = matcher
 
     def _make_request(
         self,
@@ -272,6 +284,16 @@ class LLMEngine:
             matcher = request.sampling_row.matcher
             if matcher is not None and not matcher.accept_token(token):
                 logger.warning("request %s: the grammar rejected sampled token %d", rid, token)
+            if (
+                request.pending_matcher is not None
+                and self.reasoner is not None
+                and self.reasoner.is_reasoning_end(request.output_token_ids)
+            ):
+                # The token that closed the reasoning is not part of the constrained text.
+                request.sampling_row.matcher, request.pending_matcher = (
+                    request.pending_matcher,
+                    None,
+                )
             self._check_stop(request, token)
             parent = self.parent_of[rid]
             touched[parent.request_id] = parent

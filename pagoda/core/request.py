@@ -58,6 +58,8 @@ class Request:
     first_token_time: float | None = None
     # Per-request helpers the engine attaches (sampler row, detokenizer).
     sampling_row: Any = None
+    # A grammar matcher waiting for the reasoning to end before it constrains anything.
+    pending_matcher: Any = None
     detokenizer: Any = None
     # A pooling request's state (core.pooler.PoolingState); None for generation.
     pooling: Any = None

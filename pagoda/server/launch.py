@@ -78,6 +78,7 @@ def prepare(
     config = EngineConfig.from_kwargs(**engine_kwargs)
     names = list(opts["served_model_name"]) or [engine_kwargs["model"]]
     tool_parser, reasoning_parser = resolve_parsers(opts)
+    config.decoding.reasoning_parser = opts.get("reasoning_parser")
     options = ServerOptions(
         served_model_names=names,
         api_key=opts["api_key"] or None,
