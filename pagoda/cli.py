@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from pagoda.cli_options import engine_options, pop_engine_kwargs
+from pagoda.cli_options import engine_flags, engine_options, pop_engine_kwargs
+from pagoda.config import DEFAULT_MODEL
 
 
 @click.group()
@@ -49,20 +50,29 @@ def _sampling_params(kwargs: dict[str, Any]) -> Any:
 
 
 @cli.command()
-@engine_options
+@click.argument("prompt_args", nargs=-1, metavar="[PROMPT]...")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Model: a local HF directory, a GGUF file, an alias or a cached hub id.",
+)
+@engine_flags
 @click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable).")
 @_sampling_options
 def generate(**kwargs: Any) -> None:
-    """Complete one or more prompts: pagoda generate [MODEL] --prompt "TEXT" ...
+    """Complete prompts: pagoda generate "The capital of France is" [--model MODEL]
 
-    With no --prompt, reads one prompt from standard input.
+    Prompts come as arguments or --prompt options; with none, one is read from standard input.
     """
     from pagoda.llm import LLM
 
+    prompts = list(kwargs.pop("prompt_args")) + list(kwargs.pop("prompts"))
     engine = pop_engine_kwargs(kwargs)
-    prompts = list(kwargs["prompts"]) or [sys.stdin.read()]
     llm = LLM(**engine)
-    for out in llm.generate(prompts, _sampling_params(kwargs), use_tqdm=False):
+    for out in llm.generate(
+        prompts or [sys.stdin.read()], _sampling_params(kwargs), use_tqdm=False
+    ):
         click.echo(out.prompt + out.outputs[0].text)
 
 

@@ -139,11 +139,16 @@ ENGINE_OPTION_NAMES = (
 )
 
 
-def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the MODEL argument and every engine flag to a click command."""
+def engine_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add every engine flag (not the model) to a click command."""
     for option in reversed(_OPTIONS):
         func = option(func)
-    return click.argument("model", required=False, default=DEFAULT_MODEL)(func)
+    return func
+
+
+def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the MODEL argument and every engine flag to a click command."""
+    return click.argument("model", required=False, default=DEFAULT_MODEL)(engine_flags(func))
 
 
 def pop_engine_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

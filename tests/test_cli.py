@@ -124,10 +124,10 @@ def test_generate_prints_prompt_and_greedy_continuation(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`pagoda generate MODEL --prompt Hello --max-tokens 4 --temperature 0` prints the prompt
+    """`pagoda generate Hello --model MODEL --max-tokens 4 --temperature 0` prints the prompt
     followed by transformers' greedy continuation of it."""
     path = make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "model", tokenizer_dir)
-    args = ["generate", str(path), "--prompt", "Hello", "--max-tokens", "4", "--temperature", "0"]
+    args = ["generate", "Hello", "--model", str(path), "--max-tokens", "4", "--temperature", "0"]
     out = run_main([*args, "--kv-cache-memory", str(8 << 20)], monkeypatch, capsys)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
