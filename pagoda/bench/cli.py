@@ -73,10 +73,25 @@ def bench() -> None:
     "--repeats", type=int, default=3, show_default=True,
     help="Pooling tasks: timed runs of each engine, back to back (medians reported).",
 )
+@click.option(
+    "--guided-json",
+    default=None,
+    help="Also run the workload constrained to this JSON schema file (same command).",
+)
+@click.option("--guided-regex", default=None, help="Also run it constrained to this regex.")
+@click.option(
+    "--guided-choice", default=None, help="Also run it constrained to one of these (a,b,c)."
+)
+@click.option(
+    "--guided-decoding-backend",
+    "guided_backend",
+    default=None,
+    help="Backend of the constrained run (default: the engine's --guided-decoding-backend).",
+)
 @click.option("--output-json", default=None, help="Write the results here.")
 def throughput(**kwargs: Any) -> None:
     """Offline throughput: every request submitted at once, ignore_eos."""
-    from pagoda.bench.throughput import run_throughput
+    from pagoda.bench.throughput import guided_params_from_options, run_throughput
     from pagoda.bench.workload import (
         corpus_token_ids,
         file_workload,
@@ -86,6 +101,12 @@ def throughput(**kwargs: Any) -> None:
     )
     from pagoda.llm import LLM
 
+    guided = guided_params_from_options(
+        kwargs.pop("guided_json"),
+        kwargs.pop("guided_regex"),
+        kwargs.pop("guided_choice"),
+        kwargs.pop("guided_backend"),
+    )
     engine = pop_engine_kwargs(kwargs)
     llm = LLM(**engine)
     if llm.llm_engine.config.model.task != "generate":
@@ -136,6 +157,7 @@ def throughput(**kwargs: Any) -> None:
         kwargs["output_json"],
         not kwargs["no_warmup"],
         kwargs["hf_num_prompts"],
+        guided,
     )
 
 

@@ -38,10 +38,12 @@ from pagoda.plugins.guided.common import (
 
 
 def _fix_lmfe_json_bugs() -> None:
-    """Two bugs of lm-format-enforcer 0.11.3 that let invalid JSON through, fixed where the
+    """Bugs of lm-format-enforcer 0.11.3 that let invalid JSON through, fixed where the
     characters allowed next are computed (idempotent, once per process):
 
-    - an integer may continue ``-0`` with ``.`` (so ``"n": -0.3`` passes as an integer);
+    - an integer may continue ``-0`` with ``.`` (so ``"n": -0.3`` passes as an integer), or
+      take an exponent (``509687E-12``);
+    - a number may continue ``2.`` with an exponent (``2.e+0``, not JSON);
     - after ``,`` in an object, ``}`` is allowed (a trailing comma) once the required keys
       are there: the "key or end" stage is shared by ``{`` and ``,``.
     """
@@ -52,7 +54,11 @@ def _fix_lmfe_json_bugs() -> None:
 
     def number_allowed(self: Any) -> str:
         allowed = number_chars(self)
-        return allowed if self.allow_floating_point else allowed.replace(".", "")
+        if self.parsed_string.endswith("."):
+            return "0123456789"  # JSON needs a digit after the decimal point
+        if not self.allow_floating_point:
+            return allowed.replace(".", "").replace("e", "").replace("E", "")
+        return allowed
 
     def object_allowed(self: Any) -> str:
         allowed = object_chars(self)
@@ -97,6 +103,25 @@ UNSUPPORTED_SCHEMA_KEYWORDS = (
     "unevaluatedItems",
     "prefixItems",
 )
+
+
+def _check_enums(schema: Any) -> None:
+    """lm-format-enforcer 0.11.3 compiles an enum that mixes types (or holds booleans or
+    null), then fails mid-generation; refuse those up front."""
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            values = node.get("enum")
+            if isinstance(values, list) and values:
+                kinds = {type(v) for v in values}
+                if len(kinds) > 1 or not kinds <= {str, int, float}:
+                    raise UnsupportedConstraintError(
+                        "lm-format-enforcer only enforces enums of one type (strings or numbers)"
+                    )
+            todo.extend(node.values())
 
 
 def build_tokenizer_data(
@@ -150,6 +175,7 @@ class LMFormatEnforcerBackend:
         try:
             if kind == "json":
                 check_json_schema(self.name, params.json, UNSUPPORTED_SCHEMA_KEYWORDS)
+                _check_enums(params.json)
                 parser: CharacterLevelParser = JsonSchemaParser(params.json)
             elif kind == "json_object":
                 parser = JsonSchemaParser({"type": "object"})
