@@ -13,7 +13,8 @@ from torch import nn
 
 from pagoda.interfaces import ModelContext
 from pagoda.layers.encoder_attention import VarlenLayout, encoder_attention, varlen_layout
-from pagoda.layers.linear import QKVParallelLinear, ReplicatedLinear, default_weight_loader
+from pagoda.layers.linear import QKVParallelLinear, ReplicatedLinear
+from pagoda.layers.weight_loading import load_mapped_weights
 
 
 class BertEmbeddings(nn.Module):
@@ -136,24 +137,7 @@ class BertModel(nn.Module):
         return name, None
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        params = dict(self.named_parameters())
-        loaded: set[str] = set()
-        for name, tensor in weights:
-            target, shard = self._map_name(name)
-            if target is None:
-                continue
-            if target not in params:
-                raise ValueError(
-                    f"checkpoint tensor {name!r} matches no parameter of {type(self).__name__}"
-                )
-            param = params[target]
-            loader = getattr(param, "weight_loader", default_weight_loader)
-            if shard is None:
-                loader(param, tensor)
-            else:
-                loader(param, tensor, shard)
-            loaded.add(target)
-        return loaded
+        return load_mapped_weights(self, weights, self._map_name)
 
 
 class BertForSequenceClassification(BertModel):

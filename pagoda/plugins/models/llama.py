@@ -16,10 +16,10 @@ from pagoda.layers.linear import (
     MergedColumnParallelLinear,
     QKVParallelLinear,
     RowParallelLinear,
-    default_weight_loader,
 )
 from pagoda.layers.norm import RMSNorm
 from pagoda.layers.rotary import get_rope, rope_parameters
+from pagoda.layers.weight_loading import load_mapped_weights
 
 
 class LlamaAttention(nn.Module):
@@ -172,34 +172,19 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden_states)
 
+    def _map_name(self, name: str) -> tuple[str | None, Any]:
+        if "rotary_emb.inv_freq" in name or (name == "lm_head.weight" and self.tie_word_embeddings):
+            return None, None
+        parts = name.split(".")
+        for i, part in enumerate(parts):
+            if part in _STACKED:
+                fused, shard = _STACKED[part]
+                parts[i] = fused
+                return ".".join(parts), shard
+        return name, None
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        params: dict[str, Any] = dict(self.named_parameters(remove_duplicate=False))
-        loaded: set[str] = set()
-        for name, tensor in weights:
-            if "rotary_emb.inv_freq" in name:
-                continue
-            if name == "lm_head.weight" and self.tie_word_embeddings:
-                continue
-            shard: Any = None
-            parts = name.split(".")
-            for i, part in enumerate(parts):
-                if part in _STACKED:
-                    fused, shard = _STACKED[part]
-                    parts[i] = fused
-                    break
-            target = ".".join(parts)
-            if target not in params:
-                raise ValueError(
-                    f"checkpoint tensor {name!r} matches no parameter of {type(self).__name__}"
-                )
-            param = params[target]
-            loader = getattr(param, "weight_loader", default_weight_loader)
-            if shard is None:
-                loader(param, tensor)
-            else:
-                loader(param, tensor, shard)
-            loaded.add(target)
-        return loaded
+        return load_mapped_weights(self, weights, self._map_name)
 
 
 class MistralForCausalLM(LlamaForCausalLM):

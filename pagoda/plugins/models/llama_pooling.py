@@ -12,6 +12,7 @@ from torch import nn
 
 from pagoda.interfaces import ModelContext
 from pagoda.layers.linear import ReplicatedLinear
+from pagoda.layers.weight_loading import load_mapped_weights
 from pagoda.plugins.models.llama import LlamaForCausalLM, LlamaModel
 
 
@@ -42,8 +43,11 @@ class LlamaForSequenceClassification(nn.Module):
     # The runner's memory profile asks every model for logits.
     compute_logits = pooler_head
 
+    # Same checkpoint names as the causal LM (its lm_head is absent: tie_word_embeddings False).
+    _map_name = LlamaForCausalLM._map_name
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        return LlamaForCausalLM.load_weights(self, weights)  # type: ignore[arg-type]
+        return load_mapped_weights(self, weights, self._map_name)
 
 
 class MistralForSequenceClassification(LlamaForSequenceClassification):
