@@ -9,6 +9,29 @@ import click
 from pagoda.cli_options import engine_options, pop_engine_kwargs
 
 
+def length_options(func: Any) -> Any:
+    """The random dataset's --input-len, --output-len and --range-ratio."""
+    func = click.option(
+        "--range-ratio",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="Lengths uniform in [N(1-r), N(1+r)].",
+    )(func)
+    func = click.option(
+        "--output-len",
+        default="144",
+        show_default=True,
+        help="Output tokens per request (ignore_eos): N (with --range-ratio) or LO:HI.",
+    )(func)
+    return click.option(
+        "--input-len",
+        default="110",
+        show_default=True,
+        help="Prompt tokens: N (with --range-ratio) or LO:HI.",
+    )(func)
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks: offline throughput and latency."""
@@ -17,25 +40,7 @@ def bench() -> None:
 @bench.command()
 @engine_options
 @click.option("--num-prompts", type=int, default=64, show_default=True)
-@click.option(
-    "--input-len",
-    default="110",
-    show_default=True,
-    help="Prompt tokens: N (with --range-ratio) or LO:HI.",
-)
-@click.option(
-    "--output-len",
-    default="144",
-    show_default=True,
-    help="Output tokens per request: N (with --range-ratio) or LO:HI.",
-)
-@click.option(
-    "--range-ratio",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Lengths uniform in [N(1-r), N(1+r)].",
-)
+@length_options
 @click.option("--prompts-file", default=None, help="Text file, one prompt per line.")
 @click.option("--random-ids", is_flag=True, help="Token ids uniform in [0, 10000) instead of text.")
 @click.option(
@@ -70,7 +75,10 @@ def bench() -> None:
 )
 @click.option("--no-warmup", is_flag=True)
 @click.option(
-    "--repeats", type=int, default=3, show_default=True,
+    "--repeats",
+    type=int,
+    default=3,
+    show_default=True,
     help="Pooling tasks: timed runs of each engine, back to back (medians reported).",
 )
 @click.option(
@@ -236,25 +244,7 @@ def latency(**kwargs: Any) -> None:
     default=None,
     help="Most requests in flight at once (default: unlimited).",
 )
-@click.option(
-    "--input-len",
-    default="110",
-    show_default=True,
-    help="Prompt tokens: N (with --range-ratio) or LO:HI.",
-)
-@click.option(
-    "--output-len",
-    default="144",
-    show_default=True,
-    help="Output tokens (max_tokens, ignore_eos): N (with --range-ratio) or LO:HI.",
-)
-@click.option(
-    "--range-ratio",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Lengths uniform in [N(1-r), N(1+r)].",
-)
+@length_options
 @click.option(
     "--seed",
     type=int,
