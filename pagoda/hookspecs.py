@@ -73,8 +73,9 @@ def register_guided_backends(register: Register) -> None:
 
     Called once per process when the registries are built.
 
-    :param register: ``register(name, cls_or_ref)``; the class implements the guided-decoding
-        contract of :mod:`pagoda.interfaces`.
+    :param register: ``register(name, cls_or_ref, priority=0)``; the class implements the
+        guided-decoding contract of :mod:`pagoda.interfaces`. ``auto`` tries backends by
+        descending priority, falling back when one cannot express a constraint.
     """
 
 

@@ -15,9 +15,6 @@ from pagoda.plugin_manager import PluginManager
 
 logger = logging.getLogger("pagoda")
 
-# "auto" tries these in order, moving on only when a backend cannot express the constraint.
-AUTO_ORDER = ("xgrammar", "outlines", "lm-format-enforcer")
-
 
 class GuidedDecoding:
     """Compiles constraints (cached by backend and constraint; thread-safe, so callers can
@@ -54,7 +51,10 @@ class GuidedDecoding:
         name = params.backend or self.default_backend
         if name != "auto":
             return self._compile_with(name, params)
-        names = [n for n in AUTO_ORDER if n in self._registry] or self._registry.names()
+        # "auto": registered backends by descending priority, moving on only when one cannot
+        # express the constraint.
+        entries = sorted(self._registry.entries(), key=lambda e: -e.extra.get("priority", 0))
+        names = [e.name for e in entries]
         for i, candidate in enumerate(names):
             try:
                 return self._compile_with(candidate, params)

@@ -8,6 +8,7 @@ _PACKAGE = "pagoda.plugins.guided"
 
 @hookimpl
 def register_guided_backends(register: Register) -> None:
-    register("xgrammar", f"{_PACKAGE}.xgrammar_backend:XGrammarBackend")
-    register("outlines", f"{_PACKAGE}.outlines_backend:OutlinesBackend")
-    register("lm-format-enforcer", f"{_PACKAGE}.lmfe_backend:LMFormatEnforcerBackend")
+    # "auto" tries backends by descending priority: xgrammar first, then the fallbacks.
+    register("xgrammar", f"{_PACKAGE}.xgrammar_backend:XGrammarBackend", priority=30)
+    register("outlines", f"{_PACKAGE}.outlines_backend:OutlinesBackend", priority=20)
+    register("lm-format-enforcer", f"{_PACKAGE}.lmfe_backend:LMFormatEnforcerBackend", priority=10)
