@@ -84,6 +84,12 @@ _OPTIONS = [
     ),
     click.option("--enforce-eager", is_flag=True, default=False, help="Never capture CUDA graphs."),
     click.option(
+        "--async-scheduling/--no-async-scheduling",
+        default=None,
+        help="Schedule and stage step n+1 while the device runs step n (default: on for "
+        "CUDA, off for the CPU).",
+    ),
+    click.option(
         "--task",
         default="auto",
         show_default=True,
@@ -131,6 +137,7 @@ ENGINE_OPTION_NAMES = (
     "device",
     "attention_backend",
     "enforce_eager",
+    "async_scheduling",
     "task",
     "runner",
     "convert",

@@ -144,10 +144,17 @@ class CacheConfig:
 
 @dataclass(slots=True)
 class SchedulerConfig:
-    """Continuous batching limits."""
+    """Continuous batching limits, and whether steps overlap (``async_scheduling``: None
+    means on for CUDA, off for the CPU, where the forward pass runs synchronously anyway)."""
 
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
+    async_scheduling: bool | None = None
+
+    def async_scheduling_on(self, device: torch.device) -> bool:
+        if self.async_scheduling is None:
+            return device.type == "cuda"
+        return self.async_scheduling
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:

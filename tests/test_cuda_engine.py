@@ -48,10 +48,12 @@ def _generate(checkpoint: Path, **kwargs) -> list[list[int]]:
 def test_cuda_greedy_tokens_equal_cpu(arch: str, tmp_path: Path) -> None:
     checkpoint = make_tiny_checkpoint(arch, tmp_path / arch, TOKENIZER)
     cpu = _generate(checkpoint, device="cpu", kv_cache_memory=16 << 20)
-    graphs = _generate(checkpoint, device="cuda", gpu_memory_utilization=0.3)
+    graphs = _generate(checkpoint, device="cuda", gpu_memory_utilization=0.3)  # async: default
     eager = _generate(checkpoint, device="cuda", gpu_memory_utilization=0.3, enforce_eager=True)
+    sync = _generate(checkpoint, device="cuda", gpu_memory_utilization=0.3, async_scheduling=False)
     assert eager == cpu
     assert graphs == cpu
+    assert sync == cpu
 
 
 def test_cuda_engine_uses_graphs_for_decode(tmp_path: Path) -> None:
@@ -69,7 +71,10 @@ def test_cuda_engine_uses_graphs_for_decode(tmp_path: Path) -> None:
     assert runner.dtype == torch.bfloat16  # CUDA's default
     replays = []
     original = runner.graphs.run
-    runner.graphs.run = lambda sched: replays.append(len(sched.scheduled)) or original(sched)
+    runner.graphs.run = lambda sched, previous=None: (
+        replays.append(len(sched.scheduled)) or original(sched, previous)
+    )
+    assert llm.llm_engine.async_scheduling  # CUDA's default
     llm.generate(_prompts()[:5], SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
     assert replays and set(replays) <= {5, 4, 3, 2, 1}
     runner.release()

@@ -19,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-from pagoda.core.device_inputs import DeviceInputs
+from pagoda.core.device_inputs import DeviceInputs, PreviousSample
 from pagoda.core.scheduler import SchedulerOutput
 from pagoda.layers.attention_metadata import AttentionMetadata
 from pagoda.layers.forward_context import ForwardContext, forward_context
@@ -115,11 +115,14 @@ class CUDAGraphRunner:
             time.perf_counter() - start,
         )
 
-    def run(self, sched: SchedulerOutput) -> tuple[torch.Tensor, AttentionMetadata]:
-        """Replay the step; returns the hidden states of its rows and its metadata."""
+    def run(
+        self, sched: SchedulerOutput, previous: PreviousSample | None = None
+    ) -> tuple[torch.Tensor, AttentionMetadata]:
+        """Replay the step (pending input tokens come from ``previous``); returns the hidden
+        states of its rows and its metadata."""
         n = len(sched.scheduled)
         size = self.sizes[bisect.bisect_left(self.sizes, n)]
-        qsl, seq_lens = self.inputs.stage(sched, pad_to=size)
+        qsl, seq_lens = self.inputs.stage(sched, pad_to=size, previous=previous)
         self.inputs.copy_to_device()
         self.graphs[size].replay()
         return self.outputs[size][:n], self._meta(n, qsl, seq_lens)

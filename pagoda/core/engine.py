@@ -14,7 +14,7 @@ from pagoda.config import EngineConfig
 from pagoda.core.detokenizer import IncrementalDetokenizer
 from pagoda.core.executor import InProcessExecutor
 from pagoda.core.guided import GuidedDecoding
-from pagoda.core.model_runner import ModelRunnerOutput
+from pagoda.core.model_runner import LaunchedStep, ModelRunnerOutput
 from pagoda.core.pooling_requests import (
     check_task,
     make_pooling_request,
@@ -23,7 +23,7 @@ from pagoda.core.pooling_requests import (
 )
 from pagoda.core.request import Request, RequestStatus
 from pagoda.core.sampler import SamplingRow
-from pagoda.core.scheduler import Scheduler
+from pagoda.core.scheduler import Scheduler, SchedulerOutput
 from pagoda.core.tokenizer import eos_token_ids, load_tokenizer
 from pagoda.outputs import CompletionOutput, PositionLogprobs, RequestOutput
 from pagoda.plugin_manager import PluginManager, get_plugin_manager
@@ -48,6 +48,21 @@ class ParentRequest:
     @property
     def finished(self) -> bool:
         return all(c.status.finished for c in self.children)
+
+
+def needs_host_tokens(request: Request) -> bool:
+    """Whether the request's next step needs its sampled tokens on the host first: a
+    grammar matcher (now or after the reasoning), penalties, or min_tokens still masking
+    EOS all read them when the next step's logits are processed."""
+    p = request.sampling_params
+    return bool(
+        request.sampling_row.matcher is not None
+        or request.pending_matcher is not None
+        or request.num_output_tokens < p.min_tokens
+        or p.repetition_penalty != 1.0
+        or p.presence_penalty
+        or p.frequency_penalty
+    )
 
 
 class LLMEngine:
@@ -79,6 +94,8 @@ class LLMEngine:
         self.parents: dict[str, ParentRequest] = {}
         self.requests: dict[str, Request] = {}
         self.parent_of: dict[str, ParentRequest] = {}
+        self.async_scheduling = self.config.scheduler.async_scheduling_on(self.device)
+        self.in_flight: LaunchedStep | None = None  # async scheduling: the step not read yet
 
     @property
     def max_model_len(self) -> int:
@@ -253,28 +270,62 @@ class LLMEngine:
         return bool(self.parents)
 
     def step(self) -> list[RequestOutput | PoolingRequestOutput]:
-        """Run one engine step; return outputs of the requests that changed."""
+        """Run one engine step; return outputs of the requests that changed.
+
+        With async scheduling a step is launched before the previous step's tokens are read
+        back, so the host schedules and stages step n+1 while the device runs step n, and
+        the outputs returned are step n's. A step with a request that needs its tokens on
+        the host before its next step (:func:`needs_host_tokens`) is read back at once."""
         sched = self.scheduler.schedule()
-        if sched.is_empty:
-            return []
-        result = self.executor.execute_model(sched)
+        launched = None if sched.is_empty else self._launch(sched)
+        previous, self.in_flight = self.in_flight, None
+        outputs = self._collect(previous) if previous is not None else []
+        if launched is not None:
+            if self.async_scheduling and not self._needs_host(launched):
+                self.in_flight = launched
+            else:
+                outputs += self._collect(launched)
+        return outputs
+
+    def _launch(self, sched: SchedulerOutput) -> LaunchedStep:
+        step = self.executor.launch_model(sched)
         for s in sched.scheduled:
             s.request.num_computed_tokens += s.num_new_tokens
-        touched = self._apply_output(result)
+        for request in step.requests:
+            request.num_pending_tokens += 1
+        return step
+
+    @staticmethod
+    def _needs_host(step: LaunchedStep) -> bool:
+        out = step.output
+        return bool(out.pooler_output or out.prompt_logprobs) or any(
+            needs_host_tokens(r) for r in step.requests
+        )
+
+    def _collect(self, step: LaunchedStep) -> list[RequestOutput | PoolingRequestOutput]:
+        """Read a launched step's tokens back and turn them into outputs."""
+        result = step.result()
+        for request in step.requests:
+            request.num_pending_tokens -= 1
+        touched = self._apply_output(result, step.requests)
         outputs = [self._make_output(p) for p in touched]
         return [o for o in outputs if o is not None] + self._pooling_outputs(result)
 
-    def _apply_output(self, result: ModelRunnerOutput) -> list[ParentRequest]:
+    def _apply_output(
+        self, result: ModelRunnerOutput, requests: list[Request]
+    ) -> list[ParentRequest]:
         touched: dict[str, ParentRequest] = {}
         for rid, positions in result.prompt_logprobs.items():
             request = self.requests[rid]
             assert request.prompt_logprobs is not None
             request.prompt_logprobs.extend(self._decode_logprobs(request, p) for p in positions)
         now = time.monotonic()
-        for rid, token, logprobs in zip(
-            result.req_ids, result.sampled_token_ids, result.logprobs, strict=True
+        for request, token, logprobs in zip(
+            requests, result.sampled_token_ids, result.logprobs, strict=True
         ):
-            request = self.requests[rid]
+            rid = request.request_id
+            if request.status.finished or self.requests.get(rid) is not request:
+                continue  # finished (or aborted) while this step was in flight
             if request.first_token_time is None:
                 request.first_token_time = now
             request.append_output_token(token)

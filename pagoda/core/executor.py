@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pagoda.config import EngineConfig
-from pagoda.core.model_runner import ModelRunner, ModelRunnerOutput
+from pagoda.core.model_runner import LaunchedStep, ModelRunner, ModelRunnerOutput
 from pagoda.core.scheduler import SchedulerOutput
 from pagoda.plugin_manager import PluginManager
 
@@ -11,7 +11,7 @@ from pagoda.plugin_manager import PluginManager
 class InProcessExecutor:
     """Runs the single model worker in the engine's own process.
 
-    Multiprocess and Ray executors (tensor parallelism) will offer the same two members.
+    Multiprocess and Ray executors (tensor parallelism) will offer the same members.
     """
 
     def __init__(self, config: EngineConfig, plugins: PluginManager) -> None:
@@ -23,3 +23,7 @@ class InProcessExecutor:
 
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         return self.runner.execute(sched)
+
+    def launch_model(self, sched: SchedulerOutput) -> LaunchedStep:
+        """Queue the step on the device; its output is read with ``result()``."""
+        return self.runner.launch(sched)

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 import torch
 
 from pagoda.config import EngineConfig
+from pagoda.core.cpu_memory import keep_freed_cpu_memory
 from pagoda.core.cuda_graphs import CUDAGraphRunner, supports_graphs
-from pagoda.core.device_inputs import DeviceInputs
+from pagoda.core.device_inputs import DeviceInputs, PreviousSample, fill_pending, host_to_device
 from pagoda.core.loader import load_weights
 from pagoda.core.pooler import Pooler
+from pagoda.core.request import Request
 from pagoda.core.sampler import Sampler, compute_prompt_logprobs
 from pagoda.core.scheduler import SchedulerOutput
 from pagoda.interfaces import AttentionMetadata, ModelContext
@@ -37,6 +39,26 @@ class ModelRunnerOutput:
     pooler_output: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class LaunchedStep:
+    """A step whose forward pass and sampling are queued on the device. ``requests`` are the
+    rows that sampled a token, in order; :meth:`result` waits for their tokens (copied to
+    pinned host memory behind the sampling) and returns the whole output."""
+
+    output: ModelRunnerOutput
+    requests: list[Request] = field(default_factory=list)
+    host_sampled: torch.Tensor | None = None
+    done: torch.cuda.Event | None = None
+
+    def result(self) -> ModelRunnerOutput:
+        if self.done is not None:
+            self.done.synchronize()
+        if self.host_sampled is not None:
+            self.output.sampled_token_ids = self.host_sampled.tolist()
+            self.host_sampled = None
+        return self.output
+
+
 # Device memory kept free beyond the profiled peak for the CUDA graphs' own pool.
 _GRAPH_MEMORY_RESERVE = 512 << 20
 
@@ -54,6 +76,8 @@ class ModelRunner:
         self.device = config.device.torch_device
         self.dtype = config.model.torch_dtype
         self.block_size = config.cache.block_size
+        if self.device.type == "cpu":
+            keep_freed_cpu_memory()
         self.model = self._build_model(plugins)
         self.attn_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
         self.backend = self._build_attention_backend(plugins)
@@ -62,6 +86,7 @@ class ModelRunner:
         self._allocate_kv_cache()
         self.graphs = self._capture_cuda_graphs()
         self.sampler = Sampler()
+        self._previous: PreviousSample | None = None
         m = config.model
         self.pooler = Pooler(self.model, m.task, m.pooler) if m.task != "generate" else None
 
@@ -261,14 +286,22 @@ class ModelRunner:
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
         bs = self.block_size
         input_ids: list[int] = []
+        pending_src: list[int] = []  # per token: its row in the previous sample, or -1
         positions: list[int] = []
         slots: list[int] = []
         qsl = [0]
         seq_lens: list[int] = []
         for s in sched.scheduled:
-            start = s.request.num_computed_tokens
+            r = s.request
+            start = r.num_computed_tokens
             end = start + s.num_new_tokens
-            input_ids.extend(s.request.token_ids[start:end])
+            known = r.token_ids[start:end]
+            input_ids += known
+            pending_src += [-1] * len(known)
+            if len(known) < s.num_new_tokens:  # pending: it comes from the previous sample
+                assert self._previous is not None
+                input_ids.append(0)
+                pending_src.append(self._previous.rows[r])
             positions.extend(range(start, end))
             slots.extend(s.block_ids[p // bs] * bs + p % bs for p in range(start, end))
             qsl.append(qsl[-1] + s.num_new_tokens)
@@ -285,18 +318,18 @@ class ModelRunner:
             block_size=bs,
             max_seq_len=max(seq_lens),
         )
-        return (
-            torch.tensor(input_ids, dtype=torch.long, device=dev),
-            torch.tensor(positions, dtype=torch.long, device=dev),
-            meta,
-        )
+        ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
+        if self._previous is not None and max(pending_src) >= 0:
+            src = torch.tensor(pending_src, dtype=torch.long, device=dev)
+            fill_pending(ids, src, self._previous.sampled)
+        return ids, torch.tensor(positions, dtype=torch.long, device=dev), meta
 
     def _forward(self, sched: SchedulerOutput) -> tuple[torch.Tensor, AttentionMetadata]:
         """The step's hidden states: a graph replay for decode batches on CUDA, else eager."""
         if self.graphs is not None and self.graphs.can_run(sched):
-            return self.graphs.run(sched)
+            return self.graphs.run(sched, self._previous)
         if self.inputs is not None:
-            input_ids, positions, meta = self.inputs.prepare(sched)
+            input_ids, positions, meta = self.inputs.prepare(sched, self._previous)
         else:
             input_ids, positions, meta = self._prepare(sched)
         self.backend.prepare(meta)
@@ -304,26 +337,45 @@ class ModelRunner:
             hidden = self.model(input_ids, positions)
         return hidden, meta
 
-    @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        """Run a step and wait for its output."""
+        return self.launch(sched).result()
+
+    @torch.inference_mode()
+    def launch(self, sched: SchedulerOutput) -> LaunchedStep:
+        """Queue a step's forward pass and sampling without waiting for the device (unless
+        a row needs logprobs or prompt logprobs, which are read back here)."""
         if self.pooler is not None:
-            return ModelRunnerOutput(pooler_output=self.pooler.execute(self, sched))
+            return LaunchedStep(ModelRunnerOutput(pooler_output=self.pooler.execute(self, sched)))
         hidden, meta = self._forward(sched)
-        out = ModelRunnerOutput()
+        step = LaunchedStep(ModelRunnerOutput())
         rows = [i for i, s in enumerate(sched.scheduled) if s.samples]
         if rows:
-            last = torch.tensor([meta.query_start_loc[i + 1] - 1 for i in rows], device=self.device)
-            logits = self.model.compute_logits(hidden[last]).float()
-            sampling_rows = [sched.scheduled[i].request.sampling_row for i in rows]
-            result = self.sampler(logits, sampling_rows)
-            out.req_ids = [sched.scheduled[i].request.request_id for i in rows]
-            out.sampled_token_ids = result.sampled_token_ids
-            out.logprobs = result.logprobs
+            if len(rows) == sched.num_decodes == len(sched.scheduled):
+                last_hidden = hidden[: len(rows)]  # one token per request: rows are in order
+            else:
+                qsl = meta.query_start_loc
+                last = host_to_device([qsl[i + 1] - 1 for i in rows], torch.long, self.device)
+                last_hidden = hidden[last]
+            logits = self.model.compute_logits(last_hidden).float()
+            requests = [sched.scheduled[i].request for i in rows]
+            result = self.sampler(logits, [r.sampling_row for r in requests])
+            step.requests = requests
+            step.output.req_ids = [r.request_id for r in requests]
+            step.output.logprobs = result.logprobs
+            self._previous = PreviousSample({r: i for i, r in enumerate(requests)}, result.sampled)
+            if self.device.type == "cuda":
+                step.host_sampled = torch.empty(len(rows), dtype=torch.long, pin_memory=True)
+                step.host_sampled.copy_(result.sampled, non_blocking=True)
+                step.done = torch.cuda.Event()
+                step.done.record()
+            else:
+                step.host_sampled = result.sampled
         for i, s in enumerate(sched.scheduled):
             k = s.request.sampling_params.prompt_logprobs
             if k is not None:
-                self._prompt_logprobs(s, hidden, meta.query_start_loc[i], k, out)
-        return out
+                self._prompt_logprobs(s, hidden, meta.query_start_loc[i], k, step.output)
+        return step
 
     def _prompt_logprobs(
         self, s: object, hidden: torch.Tensor, offset: int, k: int, out: ModelRunnerOutput

@@ -33,6 +33,11 @@ class Request:
 
     ``token_ids`` is prompt + generated tokens; ``num_computed_tokens`` of them have K/V in
     the cache. A request with ``num_computed_tokens == len(token_ids) - 1`` is decoding.
+
+    Under async scheduling a step is launched before the previous step's sampled tokens reach
+    the host: ``num_pending_tokens`` counts sampled tokens still on their way (0 or 1), which
+    the scheduler already plans for (``num_all_tokens``) and the model runner feeds to the
+    next step from the device.
     """
 
     request_id: str
@@ -46,6 +51,7 @@ class Request:
     token_ids: list[int] = field(default_factory=list)
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
+    num_pending_tokens: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit of the first scheduling; -1 until then
     num_preemptions: int = 0
     num_sent_tokens: int = 0  # output tokens already sent (delta outputs)
@@ -74,6 +80,23 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def num_all_tokens(self) -> int:
+        """Known tokens plus sampled ones not yet on the host."""
+        return len(self.token_ids) + self.num_pending_tokens
+
+    @property
+    def length_capped(self) -> bool:
+        """Whether its pending tokens already reach ``max_tokens`` or the context limit, so
+        it will finish on them and needs no further step."""
+        if not self.num_pending_tokens:
+            return False
+        max_tokens = self.sampling_params.max_tokens
+        reached = len(self.output_token_ids) + self.num_pending_tokens
+        return (max_tokens is not None and reached >= max_tokens) or (
+            self.num_all_tokens >= self.max_model_len
+        )
 
     @property
     def num_prompt_tokens(self) -> int:

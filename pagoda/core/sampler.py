@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pagoda.core.device_inputs import host_to_device
 from pagoda.interfaces.guided import Matcher, allocate_token_bitmask, apply_token_bitmask
 from pagoda.outputs import Logprob, PositionLogprobs
 from pagoda.sampling_params import SamplingParams
@@ -46,10 +47,15 @@ class SamplingRow:
 
 @dataclass(slots=True)
 class SamplerOutput:
-    """One sampled token per row, and its logprobs for rows that asked (else None)."""
+    """One sampled token per row (a device tensor: reading it waits for the device), and its
+    logprobs for rows that asked (else None)."""
 
-    sampled_token_ids: list[int]
+    sampled: torch.Tensor
     logprobs: list[PositionLogprobs | None]
+
+    @property
+    def sampled_token_ids(self) -> list[int]:
+        return self.sampled.tolist()
 
 
 class Sampler:
@@ -79,7 +85,7 @@ class Sampler:
                 strict=True,
             ):
                 logprobs[i] = position
-        return SamplerOutput(sampled_token_ids=sampled.tolist(), logprobs=logprobs)
+        return SamplerOutput(sampled=sampled, logprobs=logprobs)
 
 
 def compute_prompt_logprobs(
@@ -123,7 +129,7 @@ class _BatchPlan:
 
 
 def _index(indices: list[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(indices, dtype=torch.long, device=device)
+    return host_to_device(indices, torch.long, device)
 
 
 def _apply_logits_processors(
@@ -150,7 +156,7 @@ def _apply_logits_processors(
             values += bias.values()
         logits.index_put_(
             (_index(row_idx, device), _index(token_idx, device)),
-            torch.tensor(values, dtype=logits.dtype, device=device),
+            host_to_device(values, logits.dtype, device),
             accumulate=True,
         )
     if plan.min_tokens:
@@ -183,7 +189,7 @@ def _apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Ten
     )
 
     def column(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=logits.dtype, device=device).unsqueeze(1)
+        return host_to_device(values, logits.dtype, device).unsqueeze(1)
 
     repetition = column([r.params.repetition_penalty for r in rows])
     frequency = column([r.params.frequency_penalty for r in rows])
@@ -198,10 +204,8 @@ def _token_counts(token_lists: list[list[int]], vocab: int, device: torch.device
     """How often each token id occurs in each list, float [len(token_lists), vocab]."""
     width = max((len(tokens) for tokens in token_lists), default=0)
     # Lists are padded with id `vocab`, counted in an extra column that is then dropped.
-    padded = torch.tensor(
-        [tokens + [vocab] * (width - len(tokens)) for tokens in token_lists],
-        dtype=torch.long,
-        device=device,
+    padded = host_to_device(
+        [tokens + [vocab] * (width - len(tokens)) for tokens in token_lists], torch.long, device
     ).reshape(len(token_lists), width)
     counts = torch.zeros(len(token_lists), vocab + 1, device=device)
     counts.scatter_add_(1, padded, torch.ones_like(padded, dtype=counts.dtype))
@@ -212,7 +216,7 @@ def _sample_random(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tenso
     """Temperature, top-k, top-p, min-p and a draw for each row of `logits` [R, vocab]."""
     device = logits.device
     params = [r.params for r in rows]
-    temperature = torch.tensor([p.temperature for p in params], device=device)
+    temperature = host_to_device([p.temperature for p in params], torch.float32, device)
     logits = logits / temperature.unsqueeze(1)
 
     top_k = [p.top_k for p in params]
@@ -223,7 +227,7 @@ def _sample_random(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tenso
     probs = logits.softmax(dim=-1)
     min_p = [p.min_p for p in params]
     if any(min_p):
-        threshold = torch.tensor(min_p, device=device) * probs.amax(dim=-1)
+        threshold = host_to_device(min_p, torch.float32, device) * probs.amax(dim=-1)
         probs = probs.masked_fill(probs < threshold.unsqueeze(1), 0.0)
 
     # Exponential race: argmax(probs / q) with q ~ Exp(1) i.i.d. picks token j with
@@ -255,12 +259,12 @@ def _apply_top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float
         width = vocab
         sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
 
-    k = torch.tensor([k or vocab for k in top_k], device=device)
+    k = host_to_device([k or vocab for k in top_k], torch.long, device)
     positions = torch.arange(width, device=device)
     sorted_logits = sorted_logits.masked_fill(positions >= k.unsqueeze(1), float("-inf"))
 
     if any(p < 1.0 for p in top_p):
-        p = torch.tensor(top_p, device=device).unsqueeze(1)
+        p = host_to_device(top_p, torch.float32, device).unsqueeze(1)
         # Softmax over the top-k survivors: top-p sees the distribution renormalised by top-k.
         sorted_probs = sorted_logits.softmax(dim=-1)
         # Keep a token while the mass strictly before it is below top_p; position 0 has mass 0.

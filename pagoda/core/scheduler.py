@@ -21,9 +21,9 @@ class ScheduledRequest:
 
     @property
     def samples(self) -> bool:
-        """Whether this step reaches the request's last known token, so a token is sampled."""
+        """Whether this step reaches the request's last token, so a token is sampled."""
         r = self.request
-        return r.num_computed_tokens + self.num_new_tokens == r.num_tokens
+        return r.num_computed_tokens + self.num_new_tokens == r.num_all_tokens
 
 
 @dataclass(slots=True)
@@ -76,14 +76,14 @@ class Scheduler:
         decodes: list[ScheduledRequest] = []
         prefills: list[ScheduledRequest] = []
         # Decodes before unfinished prefills, each group in admission order.
-        order = sorted(self.running, key=lambda r: r.num_tokens - r.num_computed_tokens > 1)
+        order = sorted(self.running, key=lambda r: r.num_all_tokens - r.num_computed_tokens > 1)
         scheduled: dict[str, ScheduledRequest] = {}
         for request in order:
             if budget == 0:
                 break
-            if request.status is not RequestStatus.RUNNING:
-                continue  # preempted earlier in this loop
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            if request.status is not RequestStatus.RUNNING or request.length_capped:
+                continue  # preempted earlier in this loop, or finishing on its pending token
+            num_new = min(request.num_all_tokens - request.num_computed_tokens, budget)
             while not self.kv.allocate_slots(request, num_new):
                 victim = self.running[-1]
                 self._preempt(victim)
