@@ -55,16 +55,16 @@ class PoolingMixin:
             overrides["truncate_prompt_tokens"] = truncate_prompt_tokens
         if overrides:
             params_list = [_replace(p, **overrides) for p in params_list]
-        ids: list[str] = []
+        ids: list[str] = [""] * len(prompts)
         engine = self.llm_engine
         try:
-            for prompt, params in zip(prompts, params_list, strict=True):
+            for i in longest_first(prompts):
                 rid = str(next(self._counter))
-                engine.add_request(rid, prompt, params)
-                ids.append(rid)
+                engine.add_request(rid, prompts[i], params_list[i])
+                ids[i] = rid
             return self._run_pooling(ids, use_tqdm)
         except BaseException:
-            engine.abort_request(ids)
+            engine.abort_request([rid for rid in ids if rid])
             raise
 
     def embed(
@@ -145,6 +145,25 @@ class PoolingMixin:
                     bar.update(1)
         bar.close()
         return [finished[i] for i in ids]
+
+
+def longest_first(prompts: Sequence[PoolingPrompt]) -> list[int]:
+    """Prompt indices, longest first (token count, else characters), as
+    ``SentenceTransformer.encode`` orders its batches. The scheduler packs each step in
+    arrival order, so a step then holds prompts of similar lengths: on the CPU, encoder
+    attention runs each stretch of equal lengths as one unpadded batch (see
+    :mod:`pagoda.layers.encoder_attention`). Outputs still come back in the caller's order."""
+    return sorted(range(len(prompts)), key=lambda i: -_prompt_length(prompts[i]))
+
+
+def _prompt_length(prompt: PoolingPrompt) -> int:
+    if isinstance(prompt, str):
+        return len(prompt)
+    if "prompt_token_ids" in prompt:
+        return len(prompt["prompt_token_ids"])
+    if "text_pair" in prompt:
+        return len(prompt["text"]) + len(prompt["text_pair"])
+    return len(prompt.get("prompt", ""))
 
 
 def _replace(params: PoolingParams, **changes: Any) -> PoolingParams:

@@ -81,6 +81,16 @@ def test_minilm_embeddings_match_transformers_mean_pooling(minilm: LLM) -> None:
     assert cos.min().item() >= 0.9999, cos
 
 
+def test_minilm_bfloat16_matches_transformers_in_callers_order() -> None:
+    # bf16 on the CPU pads the step's rows to a bucket size; prompts go in longest-first.
+    llm = LLM(str(minilm_dir()), dtype="bfloat16")
+    outputs = llm.embed(SENTENCES, use_tqdm=False)
+    ours = torch.stack([o.outputs.data for o in outputs])
+    cos = F.cosine_similarity(ours, _st_reference(SENTENCES), dim=-1)
+    assert cos.min().item() >= 0.999, cos
+    assert [o.prompt for o in outputs] == SENTENCES
+
+
 def test_embed_params_and_truncation(minilm: LLM) -> None:
     raw = minilm.embed(
         ["Paris is the capital of France."], PoolingParams(normalize=False), use_tqdm=False
@@ -113,7 +123,7 @@ def test_pooling_prompts_are_batched_and_never_split(tmp_path: Path) -> None:
     assert llm.llm_engine.config.scheduler.max_num_batched_tokens == 256
     engine = llm.llm_engine
     steps = []
-    original = engine.executor.execute_model
+    original = engine.executor.launch_model
 
     def spy(sched):  # type: ignore[no-untyped-def]
         for s in sched.scheduled:
@@ -122,7 +132,7 @@ def test_pooling_prompts_are_batched_and_never_split(tmp_path: Path) -> None:
         steps.append(len(sched.scheduled))
         return original(sched)
 
-    engine.executor.execute_model = spy
+    engine.executor.launch_model = spy
     texts = ["word " * 100] * 3 + ["short one"] * 5
     out = llm.embed(texts, use_tqdm=False)
     assert len(out) == 8 and max(steps) > 1  # several requests share a step

@@ -41,10 +41,12 @@ def run_pagoda(llm: Any, sentences: list[list[int]]) -> tuple[float, torch.Tenso
 
 
 @torch.inference_mode()
-def run_hf(model_path: str, sentences: list[list[int]], batch_size: int) -> tuple[float, Any]:
+def run_hf(
+    model_path: str, sentences: list[list[int]], batch_size: int, dtype: torch.dtype
+) -> tuple[float, Any]:
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = AutoModel.from_pretrained(model_path, dtype=dtype).eval()
     order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
     result = torch.empty(len(sentences), model.config.hidden_size)
     start = time.perf_counter()
@@ -89,7 +91,8 @@ def run_pooling_throughput(
         click.echo(f"      pagoda: {elapsed:7.2f} s  {len(sentences) / elapsed:8.1f} sentences/s")
         if compare == "hf":
             path = llm.llm_engine.config.model.model_path
-            elapsed, ref = run_hf(path, sentences, hf_batch_size or 32)
+            dtype = llm.llm_engine.config.model.torch_dtype
+            elapsed, ref = run_hf(path, sentences, hf_batch_size or 32, dtype)
             results["transformers"].append(elapsed)
             click.echo(
                 f"transformers: {elapsed:7.2f} s  {len(sentences) / elapsed:8.1f} sentences/s"

@@ -54,8 +54,8 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, layout: VarlenLayout) -> torch.Tensor:
         n = x.shape[0]
-        q, k, v = self.qkv_proj(x).view(n, 3, self.num_heads, self.head_dim).unbind(1)
-        return encoder_attention(q, k, v, layout, self.scale).reshape(n, -1)
+        qkv = self.qkv_proj(x).view(n, 3, self.num_heads, self.head_dim)
+        return encoder_attention(qkv, layout, self.scale).reshape(n, -1)
 
 
 class BertLayer(nn.Module):
@@ -102,6 +102,7 @@ class BertModel(nn.Module):
         super().__init__()
         c = ctx.hf_config
         self.config = c
+        self.dtype = ctx.dtype
         self.embeddings = BertEmbeddings(c, ctx.dtype)
         self.encoder = nn.ModuleList(
             BertLayer(c, ctx, f"encoder.layer.{i}") for i in range(c.num_hidden_layers)
@@ -115,11 +116,16 @@ class BertModel(nn.Module):
     ) -> torch.Tensor:
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        layout = varlen_layout(input_ids.device, self.dtype)
+        pad = layout.num_rows - layout.num_tokens  # rows of no request (see encoder_attention)
+        if pad:
+            input_ids, positions, token_type_ids = (
+                F.pad(t, (0, pad)) for t in (input_ids, positions, token_type_ids)
+            )
         x = self.embeddings(input_ids, positions, token_type_ids)
-        layout = varlen_layout(x.device)
         for layer in self.encoder:
             x = layer(x, layout)
-        return x
+        return x[: layout.num_tokens]
 
     # Checkpoint tensors a plain BertModel does not use.
     _skip_prefixes: tuple[str, ...] = ("pooler.", "cls.")
