@@ -20,8 +20,11 @@ class RMSNorm(nn.Module):
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.shape, self.weight, self.eps)
-        # Half precision: normalise in float32, then scale in the input dtype (as transformers).
-        return F.rms_norm(x.float(), self.shape, None, self.eps).to(x.dtype) * self.weight
+        # Half precision: normalise in float32, then scale in the input dtype (as transformers;
+        # the weight is kept in float32 for the CUDA kernel).
+        return F.rms_norm(x.float(), self.shape, None, self.eps).to(x.dtype) * self.weight.to(
+            x.dtype
+        )
 
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
