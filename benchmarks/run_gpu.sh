@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU recipe of docs/perf.md in one run (one device call): the CUDA parity tests, then
-# decode latency (Llama-3.1-8B shape) and small-model throughput (nano-vllm's recipe, Qwen3-0.6B
-# shape), each with transformers in the same process. Results land in $OUT (or ./bench-out).
+# decode latency (Llama-3.1-8B shape), small-model throughput (nano-vllm's recipe, Qwen3-0.6B
+# shape) and 8B serving-style throughput, each with transformers in the same process, and the
+# kernel-efficiency recipe (benchmarks/kernel_efficiency.py). Results land in $OUT (or ./bench-out).
 #
 #   bash benchmarks/run_gpu.sh            # everything
-#   bash benchmarks/run_gpu.sh latency    # one part: tests | latency | nano | qwen2
+#   bash benchmarks/run_gpu.sh latency    # one part: tests | latency | nano | serving |
+#                                         #   kernels | qwen2 | eager
 #
 # Models are the config.json files under benchmarks/configs/ with dummy weights; the tokenizer
 # is benchmarks/tokenizer (SmolLM2's, only used to detokenize: prompts are token ids).
@@ -13,10 +15,11 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-bench-out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-PARTS="${*:-tests latency nano qwen2}"
+PARTS="${*:-tests latency nano serving kernels}"
 # HF=0 skips the transformers baselines (e.g. to re-time pagoda alone after a change).
-if [ "${HF:-1}" = 0 ]; then LAT_HF=""; NANO_HF=""; else
-  LAT_HF="--compare hf --hf-output-len 128 --hf-num-iters 1"; NANO_HF="--compare hf --hf-num-prompts 64"; fi
+if [ "${HF:-1}" = 0 ]; then LAT_HF=""; NANO_HF=""; SERVE_HF=""; else
+  LAT_HF="--compare hf --hf-output-len 128 --hf-num-iters 1"; NANO_HF="--compare hf --hf-num-prompts 64"
+  SERVE_HF="--compare hf --hf-num-prompts 16"; fi
 TOK="--tokenizer benchmarks/tokenizer --load-format dummy"
 pagoda() { python3 -c 'import sys; from pagoda.cli import main; sys.argv[0] = "pagoda"; main()' -v "$@"; }
 
@@ -45,6 +48,20 @@ for part in $PARTS; do
       --temperature 0.6 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 16384 \
       $NANO_HF \
       --output-json "$OUT/nano.json" 2>&1 | tee "$OUT/nano.log" ;;
+  serving)
+    # Recipe 3: Llama-3.1-8B shape, 500 requests at once, lognormal lengths (means 202 in,
+    # 179 out, clipped to [4, 2048]), prefix caching off. transformers: the first 16 requests
+    # as one padded batch.
+    pagoda bench throughput benchmarks/configs/llama-3.1-8b $TOK --dtype bfloat16 \
+      --workload lognormal --num-prompts 500 --input-len 202 --output-len 179 \
+      --length-clip 4:2048 --temperature 0 --max-model-len 4096 --max-num-seqs 256 \
+      --max-num-batched-tokens 8192 --no-enable-prefix-caching \
+      $SERVE_HF \
+      --output-json "$OUT/serving.json" 2>&1 | tee "$OUT/serving.log" ;;
+  kernels)
+    # Recipe 4: copy ceiling, decode and prefill attention kernels, and the ITL fit.
+    python3 benchmarks/kernel_efficiency.py --output-json "$OUT/kernels.json" 2>&1 \
+      | tee "$OUT/kernels.log" ;;
   qwen2)
     # The same workload on the Qwen2.5-0.5B shape (head_dim 64, QKV bias), pagoda only.
     pagoda bench throughput benchmarks/configs/qwen2.5-0.5b $TOK --dtype bfloat16 \

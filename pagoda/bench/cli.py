@@ -45,11 +45,22 @@ def bench() -> None:
 @click.option("--random-ids", is_flag=True, help="Token ids uniform in [0, 10000) instead of text.")
 @click.option(
     "--workload",
-    type=click.Choice(["default", "nano-vllm"]),
+    type=click.Choice(["default", "nano-vllm", "lognormal"]),
     default="default",
     show_default=True,
     help="nano-vllm: its bench.py draws (random.seed, per request a length then its ids "
-    "in [0, 10000], then all max_tokens); --input-len/--output-len give the ranges.",
+    "in [0, 10000], then all max_tokens); --input-len/--output-len give the ranges. "
+    "lognormal: --input-len/--output-len are the means (see --lognormal-sigma, "
+    "--length-clip), ids uniform in [0, 10000).",
+)
+@click.option(
+    "--lognormal-sigma", type=float, default=1.0, show_default=True, help="lognormal's sigma."
+)
+@click.option(
+    "--length-clip",
+    default="4:2048",
+    show_default=True,
+    help="lognormal: lengths clipped to LO:HI.",
 )
 @click.option(
     "--bench-seed", type=int, default=0, show_default=True, help="random.seed for the workload."
@@ -103,6 +114,7 @@ def throughput(**kwargs: Any) -> None:
     from pagoda.bench.workload import (
         corpus_token_ids,
         file_workload,
+        lognormal_workload,
         nano_vllm_workload,
         parse_length,
         random_workload,
@@ -138,6 +150,14 @@ def throughput(**kwargs: Any) -> None:
             kwargs["num_prompts"],
             parse_length(kwargs["input_len"], kwargs["range_ratio"]),
             out_range,
+            kwargs["bench_seed"],
+        )
+    elif kwargs["workload"] == "lognormal":
+        requests = lognormal_workload(
+            kwargs["num_prompts"],
+            (int(kwargs["input_len"]), int(kwargs["output_len"])),
+            kwargs["lognormal_sigma"],
+            parse_length(kwargs["length_clip"], 0.0),
             kwargs["bench_seed"],
         )
     elif kwargs["prompts_file"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -75,6 +76,33 @@ def nano_vllm_workload(
     ]
     out_lens = [random.randint(*output_range) for _ in range(num_prompts)]
     return [BenchRequest(p, m) for p, m in zip(prompts, out_lens, strict=True)]
+
+
+def lognormal_workload(
+    num_prompts: int,
+    means: tuple[int, int],
+    sigma: float,
+    clip: tuple[int, int],
+    seed: int,
+    vocab_size: int = 10000,
+) -> list[BenchRequest]:
+    """Serving-style lengths: prompt and output lengths each lognormal with the given means
+    (``mu = ln(mean) - sigma**2 / 2``), clipped to ``clip``, drawn from ``random.Random(seed)``
+    (all prompt lengths, then all output lengths); prompt ids uniform in [0, vocab_size)."""
+    rng = random.Random(seed)
+
+    def draw(mean: int) -> list[int]:
+        mu = math.log(mean) - sigma**2 / 2
+        return [
+            min(max(round(rng.lognormvariate(mu, sigma)), clip[0]), clip[1])
+            for _ in range(num_prompts)
+        ]
+
+    in_lens, out_lens = draw(means[0]), draw(means[1])
+    return [
+        BenchRequest([rng.randrange(vocab_size) for _ in range(n)], m)
+        for n, m in zip(in_lens, out_lens, strict=True)
+    ]
 
 
 def file_workload(
