@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagoda.layers.linear import default_weight_loader
+from pagoda.layers.linear import UnquantizedLinearMethod, default_weight_loader
 
 
 class VocabEmbedding(nn.Module):
@@ -25,10 +25,16 @@ class VocabEmbedding(nn.Module):
 
 
 class LMHead(VocabEmbedding):
-    """Hidden state -> vocabulary logits. ``tie(embedding)`` shares the embedding's weight."""
+    """Hidden state -> vocabulary logits. ``tie(embedding)`` shares the embedding's weight.
+    Applied as an unquantized linear layer, so its weight is post-processed the same way
+    after loading."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, params_dtype: torch.dtype) -> None:
+        super().__init__(vocab_size, hidden_size, params_dtype)
+        self.linear_method = UnquantizedLinearMethod()
 
     def tie(self, embedding: VocabEmbedding) -> None:
         self.weight = embedding.weight
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden_states, self.weight)
+        return self.linear_method.apply(self, hidden_states)
