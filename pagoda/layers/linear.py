@@ -43,14 +43,18 @@ def default_weight_loader(param: nn.Parameter, loaded: torch.Tensor) -> None:
     param.data.copy_(loaded)
 
 
+_MIN_REORDERED_ROWS = 4
+
+
 class UnquantizedLinearMethod:
     """Plain ``x @ W.T + b`` in the model's dtype.
 
     On the CPU, float32 and bf16 weights are also reordered once after loading into oneDNN's
-    blocked layout (``torch.ops.mkldnn._reorder_linear_weight``), which 2-D inputs then use:
-    ``F.linear`` re-packs the weight on every call, which costs most at decode batch sizes
-    (the default model's decode step: -22% at batch 4, -14% at 16, -7% at 64; see
-    docs/perf.md). The reordered copy is kept beside the plain weight.
+    blocked layout (``torch.ops.mkldnn._reorder_linear_weight``), which 2-D inputs of at
+    least 4 rows then use: ``F.linear`` re-packs the weight on every call, which costs most at
+    decode batch sizes (the default model's float32 decode step: -20% at batch 4, -14% at 16,
+    -7% at 64), while for 1-3 rows its matrix-vector path is faster (30 against 36 ms at
+    batch 1; see docs/perf.md). The reordered copy is kept beside the plain weight.
     """
 
     def create_weights(
@@ -83,7 +87,12 @@ class UnquantizedLinearMethod:
         self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         reordered = getattr(layer, "mkldnn_weight", None)
-        if reordered is not None and x.dim() == 2 and x.dtype == reordered.dtype:
+        if (
+            reordered is not None
+            and x.dim() == 2
+            and x.shape[0] >= _MIN_REORDERED_ROWS
+            and x.dtype == reordered.dtype
+        ):
             return torch.ops.mkldnn._linear_pointwise(x, reordered, bias, "none", [], "")
         return F.linear(x, layer.weight, bias)
 
