@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pagoda.config import EngineConfig
-from pagoda.core.model_runner import LaunchedStep, ModelRunner, ModelRunnerOutput
+from pagoda.core.model_runner import LaunchedStep, ModelRunner
 from pagoda.core.scheduler import SchedulerOutput
 from pagoda.plugin_manager import PluginManager
 
@@ -20,9 +20,6 @@ class InProcessExecutor:
     @property
     def num_blocks(self) -> int:
         return self.runner.num_blocks
-
-    def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
-        return self.runner.execute(sched)
 
     def launch_model(self, sched: SchedulerOutput) -> LaunchedStep:
         """Queue the step on the device; its output is read with ``result()``."""

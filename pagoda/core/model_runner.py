@@ -29,9 +29,9 @@ logger = logging.getLogger("pagoda")
 @dataclass(slots=True)
 class ModelRunnerOutput:
     """Per step: the sampled token (and its logprobs) of each request that reached its end,
-    plus prompt logprobs of the chunks that asked for them."""
+    in the order of :attr:`LaunchedStep.requests`, plus prompt logprobs of the chunks that
+    asked for them."""
 
-    req_ids: list[str] = field(default_factory=list)
     sampled_token_ids: list[int] = field(default_factory=list)
     logprobs: list[PositionLogprobs | None] = field(default_factory=list)
     prompt_logprobs: dict[str, list[PositionLogprobs]] = field(default_factory=dict)
@@ -337,10 +337,6 @@ class ModelRunner:
             hidden = self.model(input_ids, positions)
         return hidden, meta
 
-    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
-        """Run a step and wait for its output."""
-        return self.launch(sched).result()
-
     @torch.inference_mode()
     def launch(self, sched: SchedulerOutput) -> LaunchedStep:
         """Queue a step's forward pass and sampling without waiting for the device (unless
@@ -361,7 +357,6 @@ class ModelRunner:
             requests = [sched.scheduled[i].request for i in rows]
             result = self.sampler(logits, [r.sampling_row for r in requests])
             step.requests = requests
-            step.output.req_ids = [r.request_id for r in requests]
             step.output.logprobs = result.logprobs
             self._previous = PreviousSample({r: i for i, r in enumerate(requests)}, result.sampled)
             if self.device.type == "cuda":
