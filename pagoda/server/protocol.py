@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pagoda.interfaces.guided import GuidedDecodingParams
+from pagoda.interfaces.guided import CONSTRAINT_FIELDS, GuidedDecodingParams
 from pagoda.interfaces.messages import DeltaToolCall, ToolCall
 from pagoda.sampling_params import SamplingParams
 
@@ -44,8 +44,9 @@ class StructuredOutputs(OpenAIModel):
     whitespace_pattern: str | None = None
 
     def constraints(self) -> dict[str, Any]:
-        names = ("json", "regex", "choice", "grammar", "json_object")
-        return {n: getattr(self, n) for n in names if getattr(self, n) not in (None, False)}
+        return {
+            n: getattr(self, n) for n in CONSTRAINT_FIELDS if getattr(self, n) not in (None, False)
+        }
 
 
 class SamplingFields(OpenAIModel):
@@ -104,23 +105,30 @@ class SamplingFields(OpenAIModel):
                 raise ValueError("response_format json_schema needs json_schema.schema")
             found["response_format"] = ("json", schema)
         elif rf and rf.get("type") != "text":
-            raise ValueError(f"response_format type {rf.get('type')!r} is not one of text, "
-                             "json_object, json_schema")
+            raise ValueError(
+                f"response_format type {rf.get('type')!r} is not one of text, "
+                "json_object, json_schema"
+            )
         backend = self.guided_decoding_backend or (
-            self.structured_outputs.backend if self.structured_outputs else None)
+            self.structured_outputs.backend if self.structured_outputs else None
+        )
         whitespace = self.guided_whitespace_pattern or (
-            self.structured_outputs.whitespace_pattern if self.structured_outputs else None)
+            self.structured_outputs.whitespace_pattern if self.structured_outputs else None
+        )
         if len(found) > 1:
-            raise ValueError(f"only one structured-output constraint is allowed, got "
-                             f"{', '.join(found)}")
+            raise ValueError(
+                f"only one structured-output constraint is allowed, got {', '.join(found)}"
+            )
         if not found:
             if backend is not None or whitespace is not None:
-                raise ValueError("guided_decoding_backend / guided_whitespace_pattern have no "
-                                 "effect without a constraint (guided_json, guided_regex ...)")
+                raise ValueError(
+                    "guided_decoding_backend / guided_whitespace_pattern have no "
+                    "effect without a constraint (guided_json, guided_regex ...)"
+                )
             return None
         kind, value = next(iter(found.values()))
-        return GuidedDecodingParams(**{kind: value}, backend=backend,
-                                    whitespace_pattern=whitespace)
+        return GuidedDecodingParams(**{kind: value}, backend=backend, whitespace_pattern=whitespace)
+
     priority: int = 0
     request_id: str | None = None
 

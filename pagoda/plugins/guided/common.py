@@ -5,7 +5,7 @@ roll back itself)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -163,28 +163,35 @@ def check_json_schema(backend: str, schema: dict[str, Any], unsupported: Iterabl
         )
 
 
-def _check_local_refs(backend: str, schema: dict[str, Any]) -> None:
+_LITERAL_KEYS = ("enum", "const", "default", "examples")  # their values are data, not schemas
+
+
+def schema_nodes(schema: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a JSON schema, depth first, except inside literal values (``enum``,
+    ``const``, ``default``, ``examples``)."""
     todo: list[Any] = [schema]
     while todo:
         node = todo.pop()
         if isinstance(node, list):
             todo.extend(node)
         elif isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                if not ref.startswith("#"):
-                    raise UnsupportedConstraintError(f"{backend}: only local $ref, got {ref!r}")
-                target: Any = schema
-                for part in filter(None, ref[1:].split("/")):
-                    part = part.replace("~1", "/").replace("~0", "~")
-                    if not isinstance(target, dict) or part not in target:
-                        raise ValueError(
-                            f"{backend}: invalid JSON schema: $ref {ref!r} does not resolve"
-                        )
-                    target = target[part]
-            todo.extend(
-                v for k, v in node.items() if k not in ("enum", "const", "default", "examples")
-            )
+            yield node
+            todo.extend(v for k, v in node.items() if k not in _LITERAL_KEYS)
+
+
+def _check_local_refs(backend: str, schema: dict[str, Any]) -> None:
+    for node in schema_nodes(schema):
+        ref = node.get("$ref")
+        if not isinstance(ref, str):
+            continue
+        if not ref.startswith("#"):
+            raise UnsupportedConstraintError(f"{backend}: only local $ref, got {ref!r}")
+        target: Any = schema
+        for part in filter(None, ref[1:].split("/")):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, dict) or part not in target:
+                raise ValueError(f"{backend}: invalid JSON schema: $ref {ref!r} does not resolve")
+            target = target[part]
 
 
 _REGEX_META = set("\\.^$|?*+()[]{}")

@@ -32,6 +32,7 @@ from pagoda.plugins.guided.common import (
     check_json_schema,
     invalid,
     resolve_eos_ids,
+    schema_nodes,
     special_token_ids,
     words_of,
 )
@@ -108,20 +109,14 @@ UNSUPPORTED_SCHEMA_KEYWORDS = (
 def _check_enums(schema: Any) -> None:
     """lm-format-enforcer 0.11.3 compiles an enum that mixes types (or holds booleans or
     null), then fails mid-generation; refuse those up front."""
-    todo = [schema]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, list):
-            todo.extend(node)
-        elif isinstance(node, dict):
-            values = node.get("enum")
-            if isinstance(values, list) and values:
-                kinds = {type(v) for v in values}
-                if len(kinds) > 1 or not kinds <= {str, int, float}:
-                    raise UnsupportedConstraintError(
-                        "lm-format-enforcer only enforces enums of one type (strings or numbers)"
-                    )
-            todo.extend(node.values())
+    for node in schema_nodes(schema):
+        values = node.get("enum")
+        if isinstance(values, list) and values:
+            kinds = {type(v) for v in values}
+            if len(kinds) > 1 or not kinds <= {str, int, float}:
+                raise UnsupportedConstraintError(
+                    "lm-format-enforcer only enforces enums of one type (strings or numbers)"
+                )
 
 
 def build_tokenizer_data(
