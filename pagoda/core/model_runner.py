@@ -287,6 +287,7 @@ class ModelRunner:
         bs = self.block_size
         input_ids: list[int] = []
         pending_src: list[int] = []  # per token: its row in the previous sample, or -1
+        any_pending = False
         positions: list[int] = []
         slots: list[int] = []
         qsl = [0]
@@ -302,6 +303,7 @@ class ModelRunner:
                 assert self._previous is not None
                 input_ids.append(0)
                 pending_src.append(self._previous.rows[r])
+                any_pending = True
             positions.extend(range(start, end))
             slots.extend(s.block_ids[p // bs] * bs + p % bs for p in range(start, end))
             qsl.append(qsl[-1] + s.num_new_tokens)
@@ -319,7 +321,8 @@ class ModelRunner:
             max_seq_len=max(seq_lens),
         )
         ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
-        if self._previous is not None and max(pending_src) >= 0:
+        if any_pending:
+            assert self._previous is not None
             src = torch.tensor(pending_src, dtype=torch.long, device=dev)
             fill_pending(ids, src, self._previous.sampled)
         return ids, torch.tensor(positions, dtype=torch.long, device=dev), meta

@@ -75,6 +75,8 @@ class UnquantizedLinearMethod:
 
     def process_weights_after_loading(self, layer: nn.Module) -> None:
         weight = layer.weight
+        # Set on every layer (None: not reordered), so ``apply`` finds it as a plain attribute.
+        layer.mkldnn_weight = None
         if (
             weight.device.type == "cpu"
             and weight.dtype in (torch.float32, torch.bfloat16)
