@@ -8,12 +8,12 @@ scripted reasoning cannot appear.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from scripted_model import plugin as scripted_plugin
+from scripted_model.checkpoint import write_scripted_checkpoint
 from transformers import AutoTokenizer
 
 from pagoda import LLM, SamplingParams
@@ -27,22 +27,8 @@ SCRIPT = "<think>Let me see: it is.</think>yes"
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
     path = tmp_path_factory.mktemp("scripted-reasoning")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    tokenizer.save_pretrained(path)
-    config = {
-        "architectures": ["ScriptedForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": len(tokenizer),
-        "hidden_size": 16,
-        "num_attention_heads": 1,
-        "num_key_value_heads": 1,
-        "num_hidden_layers": 1,
-        "intermediate_size": 16,
-        "max_position_embeddings": 512,
-        "script_file": str(path / "script.json"),
-    }
-    (path / "config.json").write_text(json.dumps(config))
     ids = tokenizer.encode(SCRIPT, add_special_tokens=False) + [tokenizer.eos_token_id]
-    (path / "script.json").write_text(json.dumps(ids))
+    write_scripted_checkpoint(path, tokenizer, ids, max_position_embeddings=512)
     return path
 
 

@@ -16,7 +16,7 @@ import openai
 import pytest
 import requests
 from pydantic import BaseModel
-from test_server import Server, start_server, stop_server
+from test_server import Server, running_server
 
 MODEL = "smollm2"
 MAX_TOKENS = 120
@@ -50,11 +50,9 @@ PERSON = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(["--max-num-seqs", "32"], tmp_path_factory.mktemp("serve") / "server.log")
-    try:
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with running_server(["--max-num-seqs", "32"], log) as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 @pytest.fixture(scope="module")

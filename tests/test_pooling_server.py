@@ -13,7 +13,7 @@ import pytest
 import requests
 import torch
 from pooling_models import make_tiny_bert_classifier, minilm_dir
-from test_server import Server, assert_openai_error, start_server, stop_server
+from test_server import Server, assert_openai_error, running_server, start_server, stop_server
 
 DOCS = ["The cat sits on the mat.", "Stock markets fell sharply.", "A cat rests on a rug."]
 
@@ -21,18 +21,16 @@ DOCS = ["The cat sits on the mat.", "Stock markets fell sharply.", "A cat rests 
 @pytest.fixture(scope="module")
 def embed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("embed") / "server.log"
-    server = start_server([str(minilm_dir()), "--served-model-name", "minilm"], log)
-    yield server
-    stop_server(server)
+    with running_server([str(minilm_dir()), "--served-model-name", "minilm"], log) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def score_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("ce")
     path = make_tiny_bert_classifier(root / "model", num_labels=1, seed=3)
-    server = start_server([str(path), "--task", "score"], root / "server.log")
-    yield server
-    stop_server(server)
+    with running_server([str(path), "--task", "score"], root / "server.log") as server:
+        yield server
 
 
 def test_openai_client_embeddings(embed_server: Server) -> None:

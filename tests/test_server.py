@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,16 @@ def start_server(
         raise
 
 
+@contextmanager
+def running_server(args: list[str], log_path: Path, **kwargs: Any) -> Iterator[Server]:
+    """``start_server``, stopped again when the block ends."""
+    server = start_server(args, log_path, **kwargs)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
 def stop_server(server: Server) -> int:
     """SIGTERM, then SIGKILL if it lingers; the exit status."""
     if server.proc.poll() is None:
@@ -132,9 +143,7 @@ def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return sum(
-        v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)
-    )
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
 def sse_events(resp: requests.Response) -> Iterator[str]:
@@ -150,21 +159,9 @@ def sse_events(resp: requests.Response) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    srv = start_server(
-        [
-            "--max-log-len",
-            str(MAX_LOG_LEN),
-            "--max-request-body-bytes",
-            str(BODY_LIMIT),
-            "--max-num-seqs",
-            "64",
-        ],
-        log_path,
-    )
-    try:
+    args = ["--max-log-len", str(MAX_LOG_LEN), "--max-request-body-bytes", str(BODY_LIMIT)]
+    with running_server([*args, "--max-num-seqs", "64"], log_path) as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 @pytest.fixture(scope="module")
@@ -529,15 +526,22 @@ def test_32_concurrent_streams_all_complete_correctly(server: Server) -> None:
 
             async def full(prompt: str) -> str:
                 out = await aclient.completions.create(
-                    model="smollm2", prompt=prompt, max_tokens=n_tokens, temperature=0,
+                    model="smollm2",
+                    prompt=prompt,
+                    max_tokens=n_tokens,
+                    temperature=0,
                     extra_body={"ignore_eos": True},
                 )
                 return out.choices[0].text
 
             async def streamed(prompt: str) -> tuple[str, str | None, int]:
                 stream = await aclient.completions.create(
-                    model="smollm2", prompt=prompt, max_tokens=n_tokens, temperature=0,
-                    stream=True, stream_options={"include_usage": True},
+                    model="smollm2",
+                    prompt=prompt,
+                    max_tokens=n_tokens,
+                    temperature=0,
+                    stream=True,
+                    stream_options={"include_usage": True},
                     extra_body={"ignore_eos": True},
                 )
                 text, finish, tokens = "", None, -1

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_server import Server, metric_samples, sample, sse_events, start_server, stop_server
+from test_server import (
+    Server,
+    metric_samples,
+    running_server,
+    sample,
+    sse_events,
+)
 
 from pagoda import LLM, SamplingParams
 
@@ -32,11 +38,8 @@ MAX_TOKENS = 24
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log_path: Path = tmp_path_factory.mktemp("serve_async") / "server.log"
-    srv = start_server(["--async-scheduling", "--max-num-seqs", "16"], log_path)
-    try:
+    with running_server(["--async-scheduling", "--max-num-seqs", "16"], log_path) as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 def stream_text(url: str, prompt: str) -> str:

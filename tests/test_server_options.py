@@ -12,7 +12,14 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from test_server import Server, assert_openai_error, sse_events, start_server, stop_server
+from test_server import (
+    Server,
+    assert_openai_error,
+    running_server,
+    sse_events,
+    start_server,
+    stop_server,
+)
 from tiny_models import make_tiny_checkpoint
 
 KEY = "sk-test-flag-key"
@@ -42,11 +49,9 @@ def tiny_args(model: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def keyed_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("keyed") / "server.log"
-    srv = start_server(tiny_args(tiny_model, "--api-key", KEY), log, env={"PAGODA_API_KEY": ""})
-    try:
+    args = tiny_args(tiny_model, "--api-key", KEY)
+    with running_server(args, log, env={"PAGODA_API_KEY": ""}) as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +59,8 @@ def env_keyed_server(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("env-keyed") / "server.log"
-    srv = start_server(tiny_args(tiny_model), log, env={"PAGODA_API_KEY": ENV_KEY})
-    try:
+    with running_server(tiny_args(tiny_model), log, env={"PAGODA_API_KEY": ENV_KEY}) as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 V1_ROUTES = [
@@ -110,9 +112,7 @@ def test_pagoda_api_key_env_is_the_same_as_the_flag(env_keyed_server: Server) ->
     assert requests.get(f"{url}/health", timeout=10).status_code == 200
 
 
-def test_sigterm_with_a_request_in_flight_exits_0(
-    tiny_model: Path, tmp_path: Path
-) -> None:
+def test_sigterm_with_a_request_in_flight_exits_0(tiny_model: Path, tmp_path: Path) -> None:
     server = start_server(tiny_args(tiny_model), tmp_path / "server.log")
     try:
         resp = requests.post(

@@ -20,7 +20,8 @@ from typing import Any
 import openai
 import pytest
 import requests
-from test_server import Server, assert_openai_error, start_server, stop_server
+from scripted_model.checkpoint import write_scripted_checkpoint
+from test_server import Server, assert_openai_error, running_server, start_server, stop_server
 from transformers import AutoTokenizer
 
 import pagoda
@@ -206,21 +207,7 @@ def scripted(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> I
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.add_tokens(SPECIAL_TOKENS, special_tokens=True)
     tokenizer.add_tokens(PLAIN_TOKENS)
-    tokenizer.save_pretrained(path)
-    config = {
-        "architectures": ["ScriptedForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": len(tokenizer),
-        "hidden_size": 16,
-        "num_attention_heads": 1,
-        "num_key_value_heads": 1,
-        "num_hidden_layers": 1,
-        "intermediate_size": 16,
-        "max_position_embeddings": 1024,
-        "script_file": str(path / "script.json"),
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    (path / "script.json").write_text(json.dumps([tokenizer.eos_token_id]))
+    write_scripted_checkpoint(path, tokenizer, [tokenizer.eos_token_id], 1024)
     owner = Scripted(path, tmp_path_factory.mktemp("scripted-logs"))
     try:
         yield owner
@@ -577,11 +564,8 @@ def test_chat_template_flag_finds_the_installed_examples_from_anywhere(
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("default-tools") / "server.log"
-    srv = start_server(["--max-model-len", "2048"], log)
-    try:
+    with running_server(["--max-model-len", "2048"], log) as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 @pytest.mark.skipif(not GUIDED, reason="SamplingParams has no guided_decoding yet")
