@@ -113,7 +113,13 @@ def write_kv(
 # Decode: split-KV (flash-decoding), query heads of one KV head together
 
 
-@triton.jit
+# The index arrays arrive as slices at step-dependent offsets (e.g. the prefill requests'
+# lengths after the decodes'); specialising on their 16-byte alignment would compile a new
+# variant in the middle of serving, for scalar loads that gain nothing from it.
+_INDEX_ARRAYS = ["bt_ptr", "seq_lens_ptr"]
+
+
+@triton.jit(do_not_specialize_on_alignment=_INDEX_ARRAYS)
 def _decode_split_kernel(
     q_ptr,
     cache_ptr,
@@ -277,12 +283,14 @@ def paged_decode_attention(
     scale: float,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
+    config: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """One query token per request over its paged context (flash-decoding).
 
     q [B, H, D] (last dim contiguous); kv_cache [2, num_blocks, block_size, KVH, D] contiguous;
     block_tables [B, max_blocks] int32; seq_lens [B] int32 on q's device, each >= 1.
-    Returns (or fills ``out``) [B, H, D] in q's dtype; accumulation is float32."""
+    Returns (or fills ``out``) [B, H, D] in q's dtype; accumulation is float32. ``config``
+    (BLOCK_N, num_warps, num_stages) overrides the default tiles (for tuning)."""
     batch, heads, dim = q.shape
     _, num_blocks, block_size, kv_heads, _ = kv_cache.shape
     if out is None:
@@ -301,7 +309,13 @@ def paged_decode_attention(
         mid_lse = torch.empty(batch, heads, num_splits, dtype=torch.float32, device=q.device)
     else:
         mid_o = mid_lse = out  # unused
-    block_n = 16 if _interpreting() else (64 if dim <= 128 else 32)
+    if config is not None:
+        block_n, warps, stages = config
+    else:
+        # Split contexts are short (a batch of 1 at 640 tokens: 20 per split); 32-token tiles
+        # waste less there (benchmarks/decode_sweep.py: 7.0 against 7.5 us on H100).
+        wide = 64 if dim <= 128 and num_splits == 1 else 32
+        block_n, warps, stages = (16 if _interpreting() else wide), 4, 2
     _decode_split_kernel[(batch, kv_heads, num_splits)](
         q,
         kv_cache,
@@ -327,8 +341,8 @@ def paged_decode_attention(
         BLOCK_D=block_d,
         UPCAST=upcast,
         IEEE=ieee,
-        num_warps=4,
-        num_stages=2,
+        num_warps=warps,
+        num_stages=stages,
     )
     if num_splits > 1:
         _decode_reduce_kernel[(batch, heads)](
@@ -371,7 +385,7 @@ def paged_decode_attention_ref(
 # Prefill: flat varlen batch, causal with an offset, everything read through the block table
 
 
-@triton.jit
+@triton.jit(do_not_specialize_on_alignment=[*_INDEX_ARRAYS, "qsl_ptr"])
 def _prefill_kernel(
     q_ptr,
     cache_ptr,

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagoda.layers.linear import LinearBase, UnquantizedLinearMethod
+
 
 class SiluAndMul(nn.Module):
     """``silu(x[..., :d]) * x[..., d:]`` for the fused gate-up projection's output."""
@@ -17,3 +19,13 @@ class SiluAndMul(nn.Module):
             return triton_ops.silu_and_mul(x)
         d = x.shape[-1] // 2
         return F.silu(x[..., :d]) * x[..., d:]
+
+    def of_projection(self, gate_up: LinearBase, x: torch.Tensor) -> torch.Tensor:
+        """``self(gate_up(x))``. CUDA decode batches of an unquantized weight run it as one
+        Triton kernel that streams the weight once and never writes the projection."""
+        if x.is_cuda and type(gate_up.linear_method) is UnquantizedLinearMethod:
+            from pagoda.kernels import triton_gemv
+
+            if triton_gemv.supports(x, gate_up.weight):
+                return triton_gemv.gemv_silu_and_mul(x, gate_up.weight, gate_up.bias)
+        return self(gate_up(x))

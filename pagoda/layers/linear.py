@@ -55,6 +55,10 @@ class UnquantizedLinearMethod:
     decode batch sizes (the default model's float32 decode step: -20% at batch 4, -14% at 16,
     -7% at 64), while for 1-3 rows its matrix-vector path is faster (30 against 36 ms at
     batch 1; see docs/perf.md). The reordered copy is kept beside the plain weight.
+
+    On CUDA, half-precision inputs of at most ``triton_gemv.MAX_ROWS`` rows (decode batches)
+    run the Triton GEMV, which streams the weight at memory bandwidth where cuBLAS picks
+    split-K kernels (docs/perf.md).
     """
 
     def create_weights(
@@ -96,6 +100,11 @@ class UnquantizedLinearMethod:
             and x.dtype == reordered.dtype
         ):
             return torch.ops.mkldnn._linear_pointwise(x, reordered, bias, "none", [], "")
+        if x.is_cuda:
+            from pagoda.kernels import triton_gemv
+
+            if triton_gemv.supports(x, layer.weight):
+                return triton_gemv.gemv(x, layer.weight, bias)
         return F.linear(x, layer.weight, bias)
 
 

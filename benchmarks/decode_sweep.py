@@ -1,0 +1,86 @@
+"""Tile configs of the paged decode-attention kernel (pagoda/kernels/triton_attention.py) on
+the shapes the GPU recipes run: nano-vllm's batch of 256 ragged contexts (Qwen3-0.6B heads),
+Llama-3.1-8B heads at batch 64 x 4k, and batch 1 at a short context (the latency recipe).
+
+Each timing replays a CUDA graph of launches cycling over per-layer KV caches (as in the
+model, so small caches are not served from L2; gemv_sweep.time_graph).
+
+    python benchmarks/decode_sweep.py
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from functools import partial
+
+import torch
+from gemv_sweep import time_graph  # this folder's script (sys.path[0])
+
+from pagoda.kernels.triton_attention import decode_num_splits, paged_decode_attention
+
+BLOCK = 16
+CASES = {  # name: (heads, kv_heads, context lengths)
+    "nano b256 ctx 100-2048": (16, 8, [random.Random(0).randint(100, 2048) for _ in range(256)]),
+    "8B b64 x 4096": (32, 8, [4096] * 64),
+    "8B b8 x 1024": (32, 8, [1024] * 8),
+    "8B b1 x 640": (32, 8, [640]),
+}
+
+
+def case_inputs(heads: int, kv_heads: int, lens: list[int], layers: int):
+    blocks = [-(-n // BLOCK) for n in lens]
+    width, total = max(blocks), sum(blocks)
+    perm = torch.randperm(total, device="cuda").int()
+    tables = torch.zeros(len(lens), width, dtype=torch.int32, device="cuda")
+    used = 0
+    for i, nb in enumerate(blocks):
+        tables[i, :nb] = perm[used : used + nb]
+        used += nb
+    caches = [
+        torch.randn(2, total, BLOCK, kv_heads, 128, device="cuda", dtype=torch.bfloat16)
+        for _ in range(layers)
+    ]
+    q = torch.randn(len(lens), heads, 128, device="cuda", dtype=torch.bfloat16)
+    seq_lens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    return q, caches, tables, seq_lens
+
+
+def _launch(q, caches, tables, seq_lens, cfg, i: int) -> torch.Tensor:
+    return paged_decode_attention(q, caches[i], tables, seq_lens, 0.1, config=cfg)
+
+
+def main() -> None:
+    print(torch.cuda.get_device_name())
+    configs = [None, *itertools.product((32, 64, 128), (4, 8), (2, 3, 4))]
+    for name, (heads, kv_heads, lens) in CASES.items():
+        kv_bytes = sum(lens) * kv_heads * 128 * 2 * 2
+        layers = max(2, min(28, -(-3 * 50 * 2**20 // kv_bytes)))
+        q, caches, tables, seq_lens = case_inputs(heads, kv_heads, lens, layers)
+        splits = decode_num_splits(len(lens), kv_heads, q.device)
+        ref = paged_decode_attention(q, caches[0], tables, seq_lens, 0.1)
+        timed = []
+        for cfg in configs:
+            launch = partial(_launch, q, caches, tables, seq_lens, cfg)
+            try:
+                t = time_graph(launch, layers)
+            except Exception as exc:  # noqa: BLE001 (out of shared memory etc.)
+                print(f"  {cfg} failed: {type(exc).__name__}")
+                continue
+            err = (launch(0).float() - ref.float()).abs().max().item()
+            timed.append((t, cfg, err))
+        default = next(t for t, c, _ in timed if c is None)
+        timed.sort(key=lambda x: x[0])
+        best = ", ".join(
+            f"{c} {t * 1e6:.1f} us {kv_bytes / t / 1e12:.2f} TB/s (err {e:.0e})"
+            for t, c, e in timed[:4]
+        )
+        print(
+            f"{name} (splits {splits}): default {default * 1e6:.1f} us "
+            f"{kv_bytes / default / 1e12:.2f} TB/s\n    best: {best}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The Triton GEMV (decode-batch linear layers) against ``F.linear`` and SiLU-and-mul.
+
+Without CUDA it runs under the Triton interpreter at small float16 shapes (the interpreter's
+tl.dot multiplies raw bits for bfloat16); tests marked ``cuda`` repeat it at the Llama-3.1-8B
+shapes in bfloat16 and float16 and check that the linear layers and the MLP use it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first `import triton`
+
+pytest.importorskip("triton")
+
+from pagoda.kernels import triton_gemv  # noqa: E402
+from pagoda.kernels.activation_ref import silu_and_mul  # noqa: E402
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+cuda = pytest.mark.cuda
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+def _inputs(m, n, k, dtype, bias, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=gen).to(DEVICE, dtype)
+    w = (torch.randn(n, k, generator=gen) / k**0.5).to(DEVICE, dtype)
+    b = torch.randn(n, generator=gen).to(DEVICE, dtype) if bias else None
+    return x, w, b
+
+
+def _reference(x, w, b):
+    """F.linear in float32, rounded once to the input dtype."""
+    f = F.linear(x.float(), w.float(), None if b is None else b.float())
+    return f.to(x.dtype)
+
+
+TOL = {torch.float16: dict(atol=2e-3, rtol=4e-3), torch.bfloat16: dict(atol=2e-2, rtol=3e-2)}
+
+
+def _check(m, n, k, dtype, bias, seed):
+    """Within two units in the last place of the reference (rounded once from float32)."""
+    x, w, b = _inputs(m, n, k, dtype, bias, seed)
+    torch.testing.assert_close(triton_gemv.gemv(x, w, b), _reference(x, w, b), **TOL[dtype])
+    w2 = torch.cat([w, w.flip(0)])
+    b2 = None if b is None else torch.cat([b, b.flip(0)])
+    expected = silu_and_mul(_reference(x, w2, b2))
+    torch.testing.assert_close(triton_gemv.gemv_silu_and_mul(x, w2, b2), expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 40, 64), (3, 96, 192), (8, 33, 256), (20, 64, 128)])
+def test_gemv_matches_linear(m, n, k, bias):
+    """Row counts 1..20, N not a multiple of the tile (masked), K not a multiple of 128."""
+    _check(m, n, k, torch.float16, bias, seed=m + n)
+
+
+def test_supports_only_small_half_precision_cuda_inputs():
+    w = torch.zeros(64, 128, dtype=torch.bfloat16)
+    assert not triton_gemv.supports(torch.zeros(1, 128, dtype=torch.bfloat16), w)  # CPU
+    if HAS_CUDA:
+        wc = w.cuda()
+        assert triton_gemv.supports(torch.zeros(8, 128, dtype=torch.bfloat16, device="cuda"), wc)
+        assert not triton_gemv.supports(
+            torch.zeros(9, 128, dtype=torch.bfloat16, device="cuda"), wc
+        )
+        assert not triton_gemv.supports(torch.zeros(1, 128, device="cuda"), wc.float())
+        odd = torch.zeros(64, 96, dtype=torch.bfloat16, device="cuda")
+        assert not triton_gemv.supports(
+            torch.zeros(1, 96, dtype=torch.bfloat16, device="cuda"), odd
+        )
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m", [1, 2, 5, 8, 11, 16])
+@pytest.mark.parametrize("n,k", [(6144, 4096), (4096, 4096), (4096, 14336), (1000, 4096)])
+def test_gemv_matches_linear_cuda(n, k, m, dtype):
+    _check(m, n, k, dtype, bias=n == 1000, seed=n + m)
+
+
+@cuda
+@needs_cuda
+def test_linear_layer_and_mlp_use_gemv_cuda(monkeypatch):
+    from pagoda.layers.activation import SiluAndMul
+    from pagoda.layers.linear import MergedColumnParallelLinear
+
+    layer = MergedColumnParallelLinear(256, [512, 512], False, torch.bfloat16).cuda()
+    layer.weight.data.normal_(0, 0.05)
+    layer.linear_method.process_weights_after_loading(layer)
+    calls = []
+    for name in ("gemv", "gemv_silu_and_mul"):
+        real = getattr(triton_gemv, name)
+        monkeypatch.setattr(
+            triton_gemv,
+            name,
+            lambda *a, _real=real, _n=name, **kw: calls.append(_n) or _real(*a, **kw),
+        )
+    x = torch.randn(3, 256, device="cuda", dtype=torch.bfloat16)
+    torch.testing.assert_close(layer(x), _reference(x, layer.weight, None), atol=3e-2, rtol=0)
+    fused = SiluAndMul().of_projection(layer, x)
+    torch.testing.assert_close(fused, silu_and_mul(layer(x)), atol=3e-2, rtol=0)
+    assert calls == ["gemv", "gemv_silu_and_mul", "gemv"]
+    big = torch.randn(triton_gemv.MAX_ROWS + 1, 256, device="cuda", dtype=torch.bfloat16)
+    layer(big)
+    assert calls == ["gemv", "gemv_silu_and_mul", "gemv"]
