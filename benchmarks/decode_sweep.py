@@ -5,13 +5,14 @@ Llama-3.1-8B heads at batch 64 x 4k, and batch 1 at a short context (the latency
 Each timing replays a CUDA graph of launches cycling over per-layer KV caches (as in the
 model, so small caches are not served from L2; gemv_sweep.time_graph).
 
-    python benchmarks/decode_sweep.py
+    python benchmarks/decode_sweep.py [WORD ...]   # only the cases whose name has a WORD
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import sys
 from functools import partial
 
 import torch
@@ -25,6 +26,8 @@ CASES = {  # name: (heads, kv_heads, context lengths)
     "8B b64 x 4096": (32, 8, [4096] * 64),
     "8B b8 x 1024": (32, 8, [1024] * 8),
     "8B b1 x 640": (32, 8, [640]),
+    "8B b8 x 8192": (32, 8, [8192] * 8),
+    "8B b1 x 32768": (32, 8, [32768]),
 }
 
 
@@ -52,8 +55,11 @@ def _launch(q, caches, tables, seq_lens, cfg, i: int) -> torch.Tensor:
 
 def main() -> None:
     print(torch.cuda.get_device_name())
+    only = sys.argv[1:]  # case names containing one of these words, if given
     configs = [None, *itertools.product((32, 64, 128), (4, 8), (2, 3, 4))]
     for name, (heads, kv_heads, lens) in CASES.items():
+        if only and not any(word in name for word in only):
+            continue
         kv_bytes = sum(lens) * kv_heads * 128 * 2 * 2
         layers = max(2, min(28, -(-3 * 50 * 2**20 // kv_bytes)))
         q, caches, tables, seq_lens = case_inputs(heads, kv_heads, lens, layers)

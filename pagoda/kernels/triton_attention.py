@@ -275,6 +275,18 @@ def decode_num_splits(num_reqs: int, kv_heads: int, device: torch.device) -> int
     return min(32, triton.next_power_of_2(-(-want // programs)))
 
 
+def _decode_tiles(num_splits: int, dim: int) -> tuple[int, int, int]:
+    """(BLOCK_N, num_warps, num_stages) of the split kernel. It may depend on the batch shape
+    only (never on context lengths): CUDA graphs capture it once per batch size."""
+    if _interpreting():
+        return 16, 4, 1
+    block_n = 64 if dim <= 128 else 32
+    # A third stage in flight helps split contexts, which are short at small batches; it kept
+    # batch-1 ITL at 5.97-6.00 ms for 256-1,024 tokens of context while its slope stayed at
+    # 2.94 TB/s (32-token tiles: 5.95-6.03 ms but 2.34 TB/s; H100, docs/perf.md).
+    return block_n, 4, 3 if num_splits > 1 else 2
+
+
 def paged_decode_attention(
     q: torch.Tensor,
     kv_cache: torch.Tensor,
@@ -309,13 +321,7 @@ def paged_decode_attention(
         mid_lse = torch.empty(batch, heads, num_splits, dtype=torch.float32, device=q.device)
     else:
         mid_o = mid_lse = out  # unused
-    if config is not None:
-        block_n, warps, stages = config
-    else:
-        # Split contexts are short (a batch of 1 at 640 tokens: 20 per split); 32-token tiles
-        # waste less there (benchmarks/decode_sweep.py: 7.0 against 7.5 us on H100).
-        wide = 64 if dim <= 128 and num_splits == 1 else 32
-        block_n, warps, stages = (16 if _interpreting() else wide), 4, 2
+    block_n, warps, stages = config or _decode_tiles(num_splits, dim)
     _decode_split_kernel[(batch, kv_heads, num_splits)](
         q,
         kv_cache,
