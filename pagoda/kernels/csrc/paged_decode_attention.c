@@ -3,10 +3,15 @@
  *
  * Layout: q, out [B, H, D]; k_cache, v_cache [num_blocks, block_size, KVH, D];
  * block_tables [B, max_blocks] (int32); seq_lens [B] (int32). Query head h reads KV head
- * h / (H / KVH). Requests are spread over num_threads OpenMP threads. Built with -fopenmp
- * in a process that has loaded torch, this binds to torch's already-loaded libgomp (same
- * soname), so torch's worker pool runs it instead of a second pool fighting for the cores.
+ * h / (H / KVH). Work is spread over num_threads OpenMP threads by (request, KV head): the G
+ * query heads of one KV head share its K and V rows. Built with -fopenmp in a process that has
+ * loaded torch, this binds to torch's already-loaded libgomp (same soname), so torch's worker
+ * pool runs it instead of a second pool fighting for the cores.
  * scratch_all holds num_threads slices of scratch_stride >= H * max_len floats.
+ *
+ * With AVX-512 and D = 64 or 128 the scores of 16 tokens are reduced together (one transpose
+ * tree instead of a horizontal sum per token and head), and each head's output stays in
+ * registers over the whole context; otherwise plain loops (the compiler vectorises them).
  */
 #include <math.h>
 #ifdef _OPENMP
@@ -14,12 +19,132 @@
 #endif
 #include <stdint.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
-static float dot(const float *a, const float *b, int n) {
-    float s = 0.f;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+#define INLINE static inline __attribute__((always_inline))
+
+/* The slots of a request's tokens in order, without a division per token; only the table
+ * entries of blocks that hold tokens are read. */
+typedef struct {
+    const int32_t *table;
+    int block_size, offset;
+} slot_walk;
+
+INLINE slot_walk walk_start(const int32_t *table, int block_size) {
+    slot_walk w = {table, block_size, 0};
+    return w;
 }
+
+INLINE long walk_next(slot_walk *w) {
+    if (w->offset == w->block_size) {
+        w->offset = 0;
+        w->table++;
+    }
+    return (long)*w->table * w->block_size + w->offset++;
+}
+
+/* softmax of s[0:L] in place, unnormalised; returns 1 / sum */
+INLINE float softmax_unnormalised(float *s, int L) {
+    float m = -INFINITY;
+    for (int t = 0; t < L; t++) m = s[t] > m ? s[t] : m;
+    float sum = 0.f;
+    for (int t = 0; t < L; t++) {
+        s[t] = expf(s[t] - m);
+        sum += s[t];
+    }
+    return 1.f / sum;
+}
+
+static void attend_generic(const float *qh, const float *k_cache, const float *v_cache,
+                           const int32_t *table, int L, int G, int D, int block_size,
+                           long token_stride, int kvh, float scale, float *scores, float *oh) {
+    slot_walk kw = walk_start(table, block_size);
+    for (int t = 0; t < L; t++) {
+        const float *k = k_cache + walk_next(&kw) * token_stride + (long)kvh * D;
+        for (int g = 0; g < G; g++) {
+            float s = 0.f;
+            for (int i = 0; i < D; i++) s += qh[(long)g * D + i] * k[i];
+            scores[(long)g * L + t] = s * scale;
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float *s = scores + (long)g * L;
+        const float inv = softmax_unnormalised(s, L);
+        float *o = oh + (long)g * D;
+        memset(o, 0, sizeof(float) * D);
+        slot_walk vw = walk_start(table, block_size);
+        for (int t = 0; t < L; t++) {
+            const float *v = v_cache + walk_next(&vw) * token_stride + (long)kvh * D;
+            for (int i = 0; i < D; i++) o[i] += s[t] * v[i];
+        }
+        for (int i = 0; i < D; i++) o[i] *= inv;
+    }
+}
+
+#ifdef __AVX512F__
+/* lane j of the result = sum of the lanes of v[j] */
+INLINE __m512 reduce16(__m512 v[16]) {
+    __m512 a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                             _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++)
+        b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int i = 0; i < 2; i++)
+        c[i] = _mm512_add_ps(
+            _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+            _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* C = D / 16 vectors per row, a compile-time constant at each call site */
+INLINE void attend_avx512(const float *qh, const float *k_cache, const float *v_cache,
+                          const int32_t *table, int L, int G, const int C, int block_size,
+                          long token_stride, int kvh, float scale, float *scores, float *oh) {
+    const int D = 16 * C;
+    const __m512 vscale = _mm512_set1_ps(scale);
+    slot_walk kw = walk_start(table, block_size);
+    for (int t0 = 0; t0 < L; t0 += 16) {
+        const int n = L - t0 < 16 ? L - t0 : 16;
+        const float *k[16];
+        for (int j = 0; j < n; j++) k[j] = k_cache + walk_next(&kw) * token_stride + (long)kvh * D;
+        for (int g = 0; g < G; g++) {
+            __m512 q[8], part[16];
+            for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(qh + (long)g * D + 16 * c);
+            for (int j = 0; j < 16; j++) {
+                __m512 acc = _mm512_setzero_ps();
+                if (j < n)
+                    for (int c = 0; c < C; c++)
+                        acc = _mm512_fmadd_ps(q[c], _mm512_loadu_ps(k[j] + 16 * c), acc);
+                part[j] = acc;
+            }
+            const __mmask16 mask = (__mmask16)((1u << n) - 1u);
+            _mm512_mask_storeu_ps(scores + (long)g * L + t0, mask,
+                                  _mm512_mul_ps(reduce16(part), vscale));
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float *s = scores + (long)g * L;
+        const float inv = softmax_unnormalised(s, L);
+        __m512 acc[8];
+        for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+        slot_walk vw = walk_start(table, block_size);
+        for (int t = 0; t < L; t++) {
+            const float *v = v_cache + walk_next(&vw) * token_stride + (long)kvh * D;
+            const __m512 p = _mm512_set1_ps(s[t]);
+            for (int c = 0; c < C; c++)
+                acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[c]);
+        }
+        const __m512 vinv = _mm512_set1_ps(inv);
+        for (int c = 0; c < C; c++)
+            _mm512_storeu_ps(oh + (long)g * D + 16 * c, _mm512_mul_ps(acc[c], vinv));
+    }
+}
+#endif
 
 void paged_decode_attention_f32(const float *q, const float *k_cache, const float *v_cache,
                                 const int32_t *block_tables, const int32_t *seq_lens, float *out,
@@ -29,47 +154,30 @@ void paged_decode_attention_f32(const float *q, const float *k_cache, const floa
     const int G = H / KVH;
     const long token_stride = (long)KVH * D;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-    for (int b = 0; b < batch; b++) {
+    for (int task = 0; task < batch * KVH; task++) {
 #ifdef _OPENMP
-        float *scratch = scratch_all + (long)omp_get_thread_num() * scratch_stride;
+        float *scores = scratch_all + (long)omp_get_thread_num() * scratch_stride;
 #else
-        float *scratch = scratch_all;
+        float *scores = scratch_all;
 #endif
+        const int b = task / KVH, kvh = task % KVH;
         const int L = seq_lens[b];
         const int32_t *table = block_tables + (long)b * max_blocks;
-        const float *qb = q + (long)b * H * D;
-        float *ob = out + (long)b * H * D;
-        /* pass 1: scores[h][t] = q_h . k_t[h / G] * scale; each token's K row (all KV heads,
-         * contiguous) is read once. */
-        for (int t = 0; t < L; t++) {
-            const long slot = (long)table[t / block_size] * block_size + t % block_size;
-            const float *k = k_cache + slot * token_stride;
-            for (int h = 0; h < H; h++) scratch[(long)h * L + t] = dot(qb + (long)h * D, k + (long)(h / G) * D, D) * scale;
+        const float *qh = q + ((long)b * H + (long)kvh * G) * D;
+        float *oh = out + ((long)b * H + (long)kvh * G) * D;
+#ifdef __AVX512F__
+        if (D == 64) {
+            attend_avx512(qh, k_cache, v_cache, table, L, G, 4, block_size, token_stride, kvh,
+                          scale, scores, oh);
+            continue;
         }
-        /* softmax per query head */
-        for (int h = 0; h < H; h++) {
-            float *s = scratch + (long)h * L;
-            float m = -INFINITY;
-            for (int t = 0; t < L; t++) m = s[t] > m ? s[t] : m;
-            float sum = 0.f;
-            for (int t = 0; t < L; t++) {
-                s[t] = expf(s[t] - m);
-                sum += s[t];
-            }
-            const float inv = 1.f / sum;
-            for (int t = 0; t < L; t++) s[t] *= inv;
+        if (D == 128) {
+            attend_avx512(qh, k_cache, v_cache, table, L, G, 8, block_size, token_stride, kvh,
+                          scale, scores, oh);
+            continue;
         }
-        /* pass 2: out_h = sum_t p_h[t] v_t[h / G]; each V row read once. */
-        memset(ob, 0, sizeof(float) * H * D);
-        for (int t = 0; t < L; t++) {
-            const long slot = (long)table[t / block_size] * block_size + t % block_size;
-            const float *v = v_cache + slot * token_stride;
-            for (int h = 0; h < H; h++) {
-                const float p = scratch[(long)h * L + t];
-                const float *vh = v + (long)(h / G) * D;
-                float *o = ob + (long)h * D;
-                for (int i = 0; i < D; i++) o[i] += p * vh[i];
-            }
-        }
+#endif
+        attend_generic(qh, k_cache, v_cache, table, L, G, D, block_size, token_stride, kvh,
+                       scale, scores, oh);
     }
 }
