@@ -8,67 +8,19 @@ It runs on torch's own OpenMP pool (see the C source). When no C compiler is ava
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
 import torch
 
-_SOURCE = "paged_decode_attention.c"
-_FLAGS = [
-    "-O3",
-    "-march=native",
-    "-ffast-math",
-    "-fno-finite-math-only",
-    "-shared",
-    "-fPIC",
-    "-fopenmp",
-]
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("PAGODA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pagoda"
-    )
-    return Path(root) / "kernels"
-
-
-def _build(compiler: str, source: bytes, target: Path) -> bool:
-    """Compile with OpenMP if the compiler can, else without; False if neither works."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / _SOURCE
-        src.write_bytes(source)
-        built = Path(tmp) / target.name
-        for flags in (_FLAGS, [f for f in _FLAGS if f != "-fopenmp"]):
-            result = subprocess.run(
-                [compiler, *flags, str(src), "-o", str(built), "-lm"],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode == 0:
-                os.replace(built, target)  # atomic: concurrent builders never see half a file
-                return True
-    return False
+from pagoda.kernels.c_library import load_library
 
 
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL | None:
-    """Build (once per source version and machine flags) and load the kernel library."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None or os.environ.get("PAGODA_DISABLE_C_KERNELS"):
+    """The kernel library with its signature set, or None without a C compiler."""
+    lib = load_library("paged_decode_attention.c")
+    if lib is None:
         return None
-    source = resources.files("pagoda.kernels").joinpath(f"csrc/{_SOURCE}").read_bytes()
-    digest = hashlib.sha256(source + " ".join(_FLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"paged_decode_attention_{digest}.so"
-    if not target.exists() and not _build(compiler, source, target):
-        return None
-    lib = ctypes.CDLL(str(target))
     fn = lib.paged_decode_attention_f32
     fn.restype = None
     fn.argtypes = (
@@ -101,7 +53,7 @@ def paged_decode_attention(
     batch, heads, dim = q.shape
     _, _, block_size, kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q)
-    threads = max(1, min(torch.get_num_threads(), batch))
+    threads = max(1, min(torch.get_num_threads(), batch * kv_heads))
     stride = heads * int(seq_lens.max())
     scratch = torch.empty(threads * stride, dtype=torch.float32)
     lib.paged_decode_attention_f32(
