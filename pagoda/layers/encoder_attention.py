@@ -17,10 +17,16 @@ rows with no gather, no padding and no mask::
     flat    [ a0 a1 | b0 b1 | c0 c1 c2 ]   runs: [[a0 a1], [b0 b1]] (2 x 2), [[c0 c1 c2]]
 
 A request of a length unlike its neighbours is a run of one. The offline pooling API submits
-prompts longest-first, so runs are long there. Also on the CPU, bf16/fp16 matmuls go through
-oneDNN, which compiles a kernel for each new shape (about 3 ms per weight shape); the rows
-are padded up to one of a few sizes (``bucket_rows``) so that steps reuse them. The padding
-rows belong to no request: their attention output is zero and the model drops them.
+prompts longest-first, so runs are long there.
+
+Where the C kernel (:mod:`pagoda.kernels.cpu_encoder_attention`: float32 and bfloat16) is
+built, it replaces the runs: one call takes every request from ``cu_seqlens``, reads q, k and
+v in place from the fused projection and writes each head's output straight into its rows.
+
+Also on the CPU, bf16/fp16 matmuls go through oneDNN, which compiles a kernel for each new
+shape (about 3 ms per weight shape); the rows are padded up to one of a few sizes
+(``bucket_rows``) so that steps reuse them. The padding rows belong to no request: their
+attention output is zero and the model drops them.
 
 The projections and MLPs run on the (unpadded or bucketed) flat rows either way.
 """
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pagoda.kernels import cpu_encoder_attention
 from pagoda.layers.forward_context import get_forward_context
 
 
@@ -57,13 +64,15 @@ class PaddedBatch:
 
 @dataclass(slots=True)
 class VarlenLayout:
-    """How attention covers the batch (built once per forward): ``runs`` on the CPU,
-    ``padded`` elsewhere. ``num_rows`` >= ``num_tokens`` is the row count the model runs."""
+    """How attention covers the batch (built once per forward): ``cu_seqlens`` (int32, for
+    the C kernel) and ``runs`` on the CPU, ``padded`` elsewhere. ``num_rows`` >= ``num_tokens``
+    is the row count the model runs."""
 
     num_tokens: int
     num_rows: int
     runs: list[Run]
     padded: PaddedBatch | None
+    cu_seqlens: torch.Tensor | None = None
 
 
 def bucket_rows(num_tokens: int) -> int:
@@ -82,7 +91,8 @@ def varlen_layout(device: torch.device, dtype: torch.dtype) -> VarlenLayout:
         return VarlenLayout(num_tokens, num_tokens, [], padded_batch(lens, qsl, device))
     reduced = dtype in (torch.bfloat16, torch.float16)
     rows = bucket_rows(num_tokens) if reduced else num_tokens
-    return VarlenLayout(num_tokens, rows, equal_length_runs(lens, qsl), None)
+    cu_seqlens = torch.tensor(qsl, dtype=torch.int32)
+    return VarlenLayout(num_tokens, rows, equal_length_runs(lens, qsl), None, cu_seqlens)
 
 
 def equal_length_runs(lens: list[int], qsl: list[int]) -> list[Run]:
@@ -117,6 +127,10 @@ def encoder_attention(qkv: torch.Tensor, layout: VarlenLayout, scale: float) -> 
     rows, _, heads, dim = qkv.shape
     out = qkv.new_empty(rows, heads, dim)
     out[layout.num_tokens :].zero_()
+    if layout.cu_seqlens is not None and cpu_encoder_attention.supports(qkv.dtype):
+        q, k, v = qkv.unbind(1)
+        cpu_encoder_attention.encoder_attention(q, k, v, layout.cu_seqlens, scale, out)
+        return out
     for run in layout.runs:
         b, length = run.num_seqs, run.seq_len
         stop = run.start + b * length
