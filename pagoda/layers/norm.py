@@ -1,11 +1,13 @@
 """RMSNorm, with the residual add fused in. On CUDA it runs the Triton kernel (one pass);
-elsewhere plain torch."""
+elsewhere plain torch. And LayerNorm after a residual add, fused by a C kernel on the CPU."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pagoda.kernels import cpu_layer_norm
 
 
 class RMSNorm(nn.Module):
@@ -39,3 +41,19 @@ class RMSNorm(nn.Module):
             return self._norm(x)
         x = x + residual
         return self._norm(x), x
+
+
+def add_layer_norm_(x: torch.Tensor, residual: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``norm(x + residual)`` for [rows, hidden] tensors, using x as scratch (its contents
+    afterwards are unspecified; pass a temporary such as a projection's output). On the CPU
+    one C pass writes the result over x (the sum rounded to the dtype first, as torch's add
+    does); elsewhere plain torch."""
+    if (
+        x.dim() == 2
+        and x.is_contiguous()
+        and norm.weight is not None
+        and norm.bias is not None
+        and cpu_layer_norm.supports(x, norm.weight)
+    ):
+        return cpu_layer_norm.add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, x)
+    return norm(x.add_(residual))

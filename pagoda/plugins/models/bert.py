@@ -14,6 +14,7 @@ from torch import nn
 from pagoda.interfaces import ModelContext
 from pagoda.layers.encoder_attention import VarlenLayout, encoder_attention, varlen_layout
 from pagoda.layers.linear import QKVParallelLinear, ReplicatedLinear
+from pagoda.layers.norm import add_layer_norm_
 from pagoda.layers.weight_loading import load_mapped_weights
 
 
@@ -33,7 +34,7 @@ class BertEmbeddings(nn.Module):
         self, input_ids: torch.Tensor, positions: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        return self.LayerNorm(x + self.token_type_embeddings(token_type_ids))
+        return add_layer_norm_(x, self.token_type_embeddings(token_type_ids), self.LayerNorm)
 
 
 class BertSelfAttention(nn.Module):
@@ -73,9 +74,13 @@ class BertLayer(nn.Module):
         self.output_norm = nn.LayerNorm(h, eps=c.layer_norm_eps, dtype=dtype)
 
     def forward(self, x: torch.Tensor, layout: VarlenLayout) -> torch.Tensor:
-        x = self.attention_norm(x + self.attention_output(self.attention(x, layout)))
-        y = F.gelu(self.intermediate(x), approximate=self.approximate)
-        return self.output_norm(x + self.output(y))
+        x = add_layer_norm_(
+            self.attention_output(self.attention(x, layout)), x, self.attention_norm
+        )
+        # In place: the projection's output is ours alone, and a fresh 6 MB tensor per layer
+        # (a 2048-token step) page-faults whenever the allocator hands out new pages.
+        y = torch.ops.aten.gelu_(self.intermediate(x), approximate=self.approximate)
+        return add_layer_norm_(self.output(y), x, self.output_norm)
 
 
 # checkpoint name fragment -> (our name fragment, shard of a fused projection or None)
