@@ -66,9 +66,9 @@ _OPTIONS = [
     click.option(
         "--max-num-batched-tokens",
         type=int,
-        default=2048,
-        show_default=True,
-        help="Most tokens in one step (longer prompts are prefilled in chunks).",
+        default=None,
+        help="Most tokens in one step (longer prompts are prefilled in chunks). "
+        "[default: 2048; 4096 for pooling models]",
     ),
     click.option(
         "--device",

@@ -142,13 +142,18 @@ class CacheConfig:
             raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
 
 
+_POOLING_BATCHED_TOKENS = 4096
+
+
 @dataclass(slots=True)
 class SchedulerConfig:
     """Continuous batching limits, and whether steps overlap (``async_scheduling``: None
-    means on for CUDA, off for the CPU, where the forward pass runs synchronously anyway)."""
+    means on for CUDA, off for the CPU, where the forward pass runs synchronously anyway).
+    ``max_num_batched_tokens`` None means 2048 for generation and 4096 for pooling models
+    (resolved by :meth:`EngineConfig.finalize`)."""
 
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int | None = None
     async_scheduling: bool | None = None
 
     def async_scheduling_on(self, device: torch.device) -> bool:
@@ -159,7 +164,7 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be at least 1, got {self.max_num_seqs}")
-        if self.max_num_batched_tokens < 1:
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
             raise ValueError(
                 f"max_num_batched_tokens must be at least 1, got {self.max_num_batched_tokens}"
             )
@@ -258,9 +263,14 @@ class EngineConfig:
             limit = min(limit, tasks.sentence_transformers_max_len(m.model_path) or limit)
         if m.max_model_len is None:
             m.max_model_len = limit
+        sched = self.scheduler
+        if sched.max_num_batched_tokens is None:
+            # Pooling steps have no decodes to keep short; 4096 measured best for MiniLM on
+            # the CPU among 2048/4096/8192/32768 (docs/perf.md).
+            pooling = m.task != "generate"
+            sched.max_num_batched_tokens = _POOLING_BATCHED_TOKENS if pooling else 2048
         if m.task != "generate":
             # Pooling prompts are never split into chunks: a whole one must fit one step.
-            sched = self.scheduler
             sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, m.max_model_len)
         if self.cache.kv_cache_memory is None and device.type == "cpu":
             self.cache.kv_cache_memory = 2 << 30

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pooling_models import make_tiny_bert_classifier, make_tiny_qwen2_classifier, minilm_dir
 
 from pagoda import LLM, PoolingParams
+from pagoda.config import EngineConfig
 from pagoda.pooling_params import PoolerConfig
 from pagoda.tasks import resolve_task, sentence_transformers_pooling, supported_tasks
 
@@ -115,6 +116,18 @@ def test_pooling_requests_keep_no_kv_blocks(minilm: LLM) -> None:
     assert not engine.scheduler.running and not engine.scheduler.waiting
     assert engine.scheduler.kv.num_free_blocks == engine.executor.num_blocks
     assert not engine.parents and not engine.requests
+
+
+def test_default_batched_tokens_depend_on_the_task() -> None:
+    """Pooling steps have no decodes to keep short: they default to 4096 tokens, generation
+    to 2048; an explicit value wins."""
+
+    def budget(**kwargs: object) -> int | None:
+        return EngineConfig.from_kwargs(**kwargs).finalize().scheduler.max_num_batched_tokens
+
+    assert budget(model=str(minilm_dir())) == 4096
+    assert budget(model=str(minilm_dir()), max_num_batched_tokens=1024) == 1024
+    assert budget() == 2048
 
 
 def test_pooling_prompts_are_batched_and_never_split(tmp_path: Path) -> None:
