@@ -1,5 +1,5 @@
-"""The CPU's fused residual add + LayerNorm (C kernel) against torch's add then layer_norm,
-and the layer helper that picks it."""
+"""The CPU's fused residual add + LayerNorm and + RMSNorm (C kernels) against torch's add
+then layer_norm / rms_norm, and the layer helpers that pick them."""
 
 from __future__ import annotations
 
@@ -57,3 +57,39 @@ def test_layer_helper_equals_norm_of_sum(dtype: torch.dtype) -> None:
         out = add_layer_norm_(x, residual, norm)
     tol = _TOLERANCE[dtype]
     torch.testing.assert_close(out.float(), expected.float(), atol=tol, rtol=tol)
+
+
+@needs_c
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("rows, hidden", [(1, 576), (37, 576), (5, 100)])
+def test_add_rms_norm_matches_torch(rows: int, hidden: int, with_residual: bool) -> None:
+    """float32; hidden 100 leaves a partial vector; x is a strided view."""
+    torch.manual_seed(3)
+    x = (torch.randn(rows, hidden + 8) * 3 + 1)[:, :hidden]
+    residual = torch.randn(rows, hidden) if with_residual else None
+    weight = torch.randn(hidden)
+    out, total = cpu_layer_norm.add_rms_norm(x, residual, weight, 1e-5)
+    expected_sum = x + residual if residual is not None else x
+    expected = F.rms_norm(expected_sum, (hidden,), weight, 1e-5)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    if with_residual:
+        torch.testing.assert_close(total, expected_sum, atol=0, rtol=0)
+    else:
+        assert total is None
+
+
+@needs_c
+def test_rms_norm_layer_uses_the_kernel_for_float32_rows() -> None:
+    from pagoda.layers.norm import RMSNorm
+
+    torch.manual_seed(4)
+    norm = RMSNorm(64, eps=1e-6)
+    norm.weight.data.normal_()
+    x, residual = torch.randn(9, 64), torch.randn(9, 64)
+    normed, total = norm(x, residual)
+    torch.testing.assert_close(total, x + residual, atol=0, rtol=0)
+    torch.testing.assert_close(
+        normed, F.rms_norm(x + residual, (64,), norm.weight, 1e-6), atol=1e-5, rtol=1e-5
+    )
+    heads = torch.randn(9, 4, 64)  # per-head q/k norm (3-D): the torch path
+    torch.testing.assert_close(norm(heads), F.rms_norm(heads, (64,), norm.weight, 1e-6))

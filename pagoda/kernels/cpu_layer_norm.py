@@ -1,5 +1,6 @@
-"""The C residual-add + LayerNorm kernel of the CPU path (float32 or bfloat16), compiled on
-first use and called through ctypes; ``F.layer_norm(x + residual, ...)`` is its reference.
+"""The C residual-add + norm kernels of the CPU path, compiled on first use and called through
+ctypes: LayerNorm (float32 or bfloat16; reference ``F.layer_norm(x + residual, ...)``) and
+RMSNorm (float32; reference ``F.rms_norm(x + residual, ...)``).
 
 It runs on torch's own OpenMP pool (see :mod:`pagoda.kernels.c_library`). When no C compiler
 is available :func:`load` returns None and callers use torch.
@@ -32,6 +33,14 @@ def load() -> ctypes.CDLL | None:
             + [ctypes.c_long, ctypes.c_long, ctypes.c_int]  # out_stride, rows, hidden
             + [ctypes.c_float, ctypes.c_int]  # eps, num_threads
         )
+    rms = lib.add_rms_norm_f32
+    rms.restype = None
+    rms.argtypes = (
+        [ctypes.c_void_p, ctypes.c_long] * 2  # x, x_stride, residual (or None), r_stride
+        + [ctypes.c_void_p]  # weight
+        + [ctypes.c_void_p, ctypes.c_long] * 2  # out, out_stride, sum (or None), s_stride
+        + [ctypes.c_long, ctypes.c_int, ctypes.c_float, ctypes.c_int]  # rows, hidden, eps, thr.
+    )
     return lib
 
 
@@ -85,3 +94,46 @@ def add_layer_norm(
         max(1, min(torch.get_num_threads(), rows)),
     )
     return out
+
+
+def supports_rms(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`add_rms_norm` is built here and takes these tensors: float32 CPU rows
+    [rows, hidden] with contiguous elements, a float32 weight."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 2
+        and x.stride(1) == 1
+        and weight.dtype == torch.float32
+        and load() is not None
+    )
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(rms_norm(s) * weight, s)`` with ``s = x + residual``, or ``(rms_norm(x) * weight,
+    None)`` without a residual, for inputs that :func:`supports_rms` accepts."""
+    lib = load()
+    assert lib is not None, "C kernels are unavailable; use torch"
+    rows, hidden = x.shape
+    if residual is not None and (residual.shape != x.shape or residual.stride(1) != 1):
+        raise ValueError("residual must be rows of x's shape with contiguous elements")
+    out = torch.empty(rows, hidden, dtype=x.dtype)
+    total = torch.empty_like(out) if residual is not None else None
+    lib.add_rms_norm_f32(
+        x.data_ptr(),
+        x.stride(0),
+        None if residual is None else residual.data_ptr(),
+        0 if residual is None else residual.stride(0),
+        weight.contiguous().data_ptr(),
+        out.data_ptr(),
+        hidden,
+        None if total is None else total.data_ptr(),
+        hidden,
+        rows,
+        hidden,
+        eps,
+        max(1, min(torch.get_num_threads(), rows)),
+    )
+    return out, total

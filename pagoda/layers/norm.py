@@ -1,5 +1,6 @@
-"""RMSNorm, with the residual add fused in. On CUDA it runs the Triton kernel (one pass);
-elsewhere plain torch. And LayerNorm after a residual add, fused by a C kernel on the CPU."""
+"""RMSNorm, with the residual add fused in: on CUDA the Triton kernel, on the CPU in float32
+the C kernel (one pass each), elsewhere plain torch. And LayerNorm after a residual add, fused
+by a C kernel on the CPU."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class RMSNorm(nn.Module):
             if residual is None:
                 return triton_ops.rms_norm(x, self.weight, self.eps)
             return triton_ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
+        if cpu_layer_norm.supports_rms(x, self.weight):
+            normed, total = cpu_layer_norm.add_rms_norm(x, residual, self.weight, self.eps)
+            return normed if total is None else (normed, total)
         if residual is None:
             return self._norm(x)
         x = x + residual

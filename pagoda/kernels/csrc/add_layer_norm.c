@@ -179,3 +179,48 @@ void add_layer_norm_bf16(const uint16_t *x, long x_stride, const uint16_t *resid
     add_layer_norm(x, x_stride, residual, r_stride, weight, bias, out, out_stride, rows, hidden,
                    eps, num_threads, 1);
 }
+
+/* RMSNorm with the residual add fused, float32 (the Llama family's norm): with a residual,
+ * sum = x + residual is written to sum_out; out = sum / sqrt(mean(sum^2) + eps) * weight.
+ * Without one (residual NULL), out = the same of x. One read of the inputs, one write of each
+ * output; the sum of squares runs in four accumulators as above. */
+INLINE void rms_row(const float *x, const float *res, const float *w, float *out, float *sum,
+                    int hidden, float eps) {
+    const int vec = hidden / W * W;
+    const float *s = res ? sum : x;
+    vf acc[4] = {{0}};
+    float tail = 0.f;
+    for (int i = 0; i < vec; i += 4 * W)
+        for (int u = 0; u < 4; u++) {
+            const int j = i + u * W;
+            if (j >= vec) break;
+            vf v = get_v(x, j, 0);
+            if (res) {
+                v += get_v(res, j, 0);
+                memcpy(sum + j, &v, sizeof v);
+            }
+            acc[u] += v * v;
+        }
+    for (int i = vec; i < hidden; i++) {
+        const float v = res ? (sum[i] = x[i] + res[i]) : x[i];
+        tail += v * v;
+    }
+    const float rstd = 1.f / sqrtf((hsum(acc[0] + acc[1] + acc[2] + acc[3]) + tail) / hidden + eps);
+    for (int i = 0; i < vec; i += W) {
+        vf v, wv;
+        memcpy(&v, s + i, sizeof v);
+        memcpy(&wv, w + i, sizeof wv);
+        v = v * rstd * wv;
+        memcpy(out + i, &v, sizeof v);
+    }
+    for (int i = vec; i < hidden; i++) out[i] = s[i] * rstd * w[i];
+}
+
+void add_rms_norm_f32(const float *x, long x_stride, const float *residual, long r_stride,
+                      const float *weight, float *out, long out_stride, float *sum_out,
+                      long s_stride, long rows, int hidden, float eps, int num_threads) {
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+    for (long r = 0; r < rows; r++)
+        rms_row(x + r * x_stride, residual ? residual + r * r_stride : NULL, weight,
+                out + r * out_stride, sum_out ? sum_out + r * s_stride : NULL, hidden, eps);
+}
