@@ -64,9 +64,9 @@ class PaddedBatch:
 
 @dataclass(slots=True)
 class VarlenLayout:
-    """How attention covers the batch (built once per forward): ``cu_seqlens`` (int32, for
-    the C kernel) and ``runs`` on the CPU, ``padded`` elsewhere. ``num_rows`` >= ``num_tokens``
-    is the row count the model runs."""
+    """How attention covers the batch (built once per forward): on the CPU ``cu_seqlens``
+    (int32) for the C kernel where it is built, else ``runs``; ``padded`` elsewhere.
+    ``num_rows`` >= ``num_tokens`` is the row count the model runs."""
 
     num_tokens: int
     num_rows: int
@@ -91,8 +91,9 @@ def varlen_layout(device: torch.device, dtype: torch.dtype) -> VarlenLayout:
         return VarlenLayout(num_tokens, num_tokens, [], padded_batch(lens, qsl, device))
     reduced = dtype in (torch.bfloat16, torch.float16)
     rows = bucket_rows(num_tokens) if reduced else num_tokens
-    cu_seqlens = torch.tensor(qsl, dtype=torch.int32)
-    return VarlenLayout(num_tokens, rows, equal_length_runs(lens, qsl), None, cu_seqlens)
+    if cpu_encoder_attention.supports(dtype):
+        return VarlenLayout(num_tokens, rows, [], None, torch.tensor(qsl, dtype=torch.int32))
+    return VarlenLayout(num_tokens, rows, equal_length_runs(lens, qsl), None)
 
 
 def equal_length_runs(lens: list[int], qsl: list[int]) -> list[Run]:
@@ -127,7 +128,7 @@ def encoder_attention(qkv: torch.Tensor, layout: VarlenLayout, scale: float) -> 
     rows, _, heads, dim = qkv.shape
     out = qkv.new_empty(rows, heads, dim)
     out[layout.num_tokens :].zero_()
-    if layout.cu_seqlens is not None and cpu_encoder_attention.supports(qkv.dtype):
+    if layout.cu_seqlens is not None:
         q, k, v = qkv.unbind(1)
         cpu_encoder_attention.encoder_attention(q, k, v, layout.cu_seqlens, scale, out)
         return out
