@@ -119,6 +119,7 @@ def add_rms_norm(
     rows, hidden = x.shape
     if residual is not None and (residual.shape != x.shape or residual.stride(1) != 1):
         raise ValueError("residual must be rows of x's shape with contiguous elements")
+    weight = weight.contiguous()  # kept alive for the call
     out = torch.empty(rows, hidden, dtype=x.dtype)
     total = torch.empty_like(out) if residual is not None else None
     lib.add_rms_norm_f32(
@@ -126,7 +127,7 @@ def add_rms_norm(
         x.stride(0),
         None if residual is None else residual.data_ptr(),
         0 if residual is None else residual.stride(0),
-        weight.contiguous().data_ptr(),
+        weight.data_ptr(),
         out.data_ptr(),
         hidden,
         None if total is None else total.data_ptr(),
