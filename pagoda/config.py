@@ -142,6 +142,9 @@ class CacheConfig:
             raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
 
 
+# Default max_num_batched_tokens. Pooling steps have no decodes to keep short; 4096 measured
+# best for MiniLM on the CPU among 2048/4096/8192/32768 (docs/perf.md).
+_GENERATE_BATCHED_TOKENS = 2048
 _POOLING_BATCHED_TOKENS = 4096
 
 
@@ -264,12 +267,11 @@ class EngineConfig:
         if m.max_model_len is None:
             m.max_model_len = limit
         sched = self.scheduler
+        pooling = m.task != "generate"
         if sched.max_num_batched_tokens is None:
-            # Pooling steps have no decodes to keep short; 4096 measured best for MiniLM on
-            # the CPU among 2048/4096/8192/32768 (docs/perf.md).
-            pooling = m.task != "generate"
-            sched.max_num_batched_tokens = _POOLING_BATCHED_TOKENS if pooling else 2048
-        if m.task != "generate":
+            default = _POOLING_BATCHED_TOKENS if pooling else _GENERATE_BATCHED_TOKENS
+            sched.max_num_batched_tokens = default
+        if pooling:
             # Pooling prompts are never split into chunks: a whole one must fit one step.
             sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, m.max_model_len)
         if self.cache.kv_cache_memory is None and device.type == "cpu":
