@@ -12,7 +12,7 @@ max_num_seqs instead.
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from collections import defaultdict
 
@@ -22,7 +22,18 @@ from torch.profiler import ProfilerActivity, profile
 from pagoda import LLM, SamplingParams
 from pagoda.bench.workload import lognormal_workload, nano_vllm_workload
 
-which = sys.argv[1] if len(sys.argv) > 1 else "nano"
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+parser = argparse.ArgumentParser()
+parser.add_argument("recipe", nargs="?", default="nano", choices=("nano", "serving"))
+parser.add_argument("--no-profile", action="store_true")
+parser.add_argument("--budgets", type=int_list, default=[], help="max_num_batched_tokens list")
+parser.add_argument("--seqs", type=int_list, default=[], help="max_num_seqs list")
+args = parser.parse_args()
+which = args.recipe
 if which == "nano":
     model = "benchmarks/configs/qwen3-0.6b"
     requests = nano_vllm_workload(256, (100, 1024), (100, 1024), 0)
@@ -104,22 +115,16 @@ def timed_run(label: str) -> None:
         )
 
 
-def option(name: str) -> list[int]:
-    value = next((a.split("=")[1] for a in sys.argv if a.startswith(f"--{name}=")), "")
-    return [int(v) for v in value.split(",") if v]
-
-
-budgets, seqs = option("budgets"), option("seqs")
-if not budgets and not seqs:
+if not args.budgets and not args.seqs:
     timed_run("as configured")
-for budget in budgets:
+for budget in args.budgets:
     engine.scheduler.config.max_num_batched_tokens = budget
     timed_run(f"max_num_batched_tokens={budget}")
-for num_seqs in seqs:
+for num_seqs in args.seqs:
     engine.scheduler.config.max_num_seqs = num_seqs
     timed_run(f"max_num_seqs={num_seqs}")
 
-if "--no-profile" not in sys.argv:
+if not args.no_profile:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         llm.generate(prompts, params, use_tqdm=False)
         torch.cuda.synchronize()
