@@ -1,4 +1,5 @@
-"""Activation functions of gated MLPs."""
+"""Activation functions of gated MLPs: Triton on CUDA; on the CPU, float32 rows go to a C
+kernel (:mod:`pagoda.kernels.cpu_elementwise`) and everything else to torch."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pagoda.kernels import cpu_elementwise
 from pagoda.layers.linear import LinearBase, UnquantizedLinearMethod
 
 
@@ -17,6 +19,8 @@ class SiluAndMul(nn.Module):
             from pagoda.kernels import triton_ops
 
             return triton_ops.silu_and_mul(x)
+        if cpu_elementwise.supports_silu_and_mul(x):
+            return cpu_elementwise.silu_and_mul(x)
         d = x.shape[-1] // 2
         return F.silu(x[..., :d]) * x[..., d:]
 

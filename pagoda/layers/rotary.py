@@ -1,4 +1,7 @@
-"""Rotary position embedding (rotate-half style); default, linear, llama3 and yarn scaling."""
+"""Rotary position embedding (rotate-half style); default, linear, llama3 and yarn scaling.
+
+Triton rotates on CUDA; on the CPU, float32 heads go to a C kernel
+(:mod:`pagoda.kernels.cpu_elementwise`) and everything else to torch."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from pagoda.kernels import cpu_elementwise
 
 
 def rope_parameters(hf_config: Any) -> dict[str, Any]:
@@ -123,7 +128,8 @@ class RotaryEmbedding(nn.Module):
     def rotate(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Rotate every head of ``x`` [num_tokens, heads, head_dim] (q and k heads together
         when they are laid out side by side, as in a fused QKV output). On CUDA ``x`` is
-        rotated in place (it is a view of a fresh projection output) and returned."""
+        rotated in place (it is a view of a fresh projection output) and returned; so it is on
+        the CPU when the C kernel takes it (float32), otherwise a new tensor is returned."""
         if x.is_cuda:
             from pagoda.kernels import triton_ops
 
@@ -133,16 +139,27 @@ class RotaryEmbedding(nn.Module):
                 positions, x[:, :mid], x[:, mid:], self.cos_cache, self.sin_cache, inplace=True
             )
             return x
+        if cpu_elementwise.supports_rotary(x, self.cos_cache):
+            return cpu_elementwise.rotary_(positions, x, self.cos_cache, self.sin_cache)
         cos, sin = self._cos_sin(positions, x.dtype)
         return self._rotate(x, cos, sin)
 
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated copies of q [num_tokens, heads, head_dim] and k [num_tokens, kv_heads,
+        head_dim]; q and k are left as they are."""
         if q.is_cuda:
             from pagoda.kernels import triton_ops
 
             return triton_ops.rotary_embedding(positions, q, k, self.cos_cache, self.sin_cache)
+        if cpu_elementwise.supports_rotary(q, self.cos_cache) and cpu_elementwise.supports_rotary(
+            k, self.cos_cache
+        ):
+            return (
+                cpu_elementwise.rotary(positions, q, self.cos_cache, self.sin_cache),
+                cpu_elementwise.rotary(positions, k, self.cos_cache, self.sin_cache),
+            )
         cos, sin = self._cos_sin(positions, q.dtype)
         return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
 
