@@ -1,10 +1,12 @@
-"""Profile batch-1 decode steps of the Llama-3.1-8B shape (dummy weights, bf16) on CUDA:
-wall time per step against GPU kernel time per step, and the top kernels and host ops.
+"""Profile decode steps of the Llama-3.1-8B shape (dummy weights, bf16) on CUDA: wall time per
+step against GPU kernel time per step, and the top kernels and host ops.
 
-    python benchmarks/profile_decode.py [STEPS]
+    python benchmarks/profile_decode.py [STEPS] [--batch B] [--context C]
+
+B requests (default 1) of C prompt tokens (default 128) decode together.
 """
 
-import sys
+import argparse
 import time
 
 import torch
@@ -12,13 +14,25 @@ from torch.profiler import ProfilerActivity, profile
 
 from pagoda import LLM, SamplingParams
 
-steps = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+parser = argparse.ArgumentParser()
+parser.add_argument("steps", nargs="?", type=int, default=50)
+parser.add_argument("--batch", type=int, default=1)
+parser.add_argument("--context", type=int, default=128)
+args = parser.parse_args()
+steps = args.steps
 llm = LLM("benchmarks/configs/llama-3.1-8b", tokenizer="benchmarks/tokenizer",
-          load_format="dummy", dtype="bfloat16", max_model_len=2048)
+          load_format="dummy", dtype="bfloat16", max_model_len=4096,
+          max_num_seqs=max(256, args.batch))
 engine = llm.llm_engine
-engine.add_request("p", {"prompt_token_ids": list(range(100, 228))},
-                   SamplingParams(max_tokens=steps + 40, ignore_eos=True, temperature=0))
-for _ in range(20):  # prefill and warm decode steps
+for i in range(args.batch):
+    prompt = [(100 + i + t) % 10000 for t in range(args.context)]
+    engine.add_request(f"p{i}", {"prompt_token_ids": prompt},
+                       SamplingParams(max_tokens=2 * steps + 100, ignore_eos=True, temperature=0))
+while engine.scheduler.waiting or any(  # prefill, then a few warm decode steps
+    r.num_computed_tokens < len(r.prompt_token_ids) for r in engine.scheduler.running
+):
+    engine.step()
+for _ in range(10):
     engine.step()
 torch.cuda.synchronize()
 start = time.perf_counter()
@@ -32,6 +46,7 @@ with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     torch.cuda.synchronize()
 events = prof.key_averages()
 gpu_us = sum(e.self_device_time_total for e in events) / steps
-print(f"wall {plain * 1e3:.2f} ms/step (unprofiled); GPU kernels {gpu_us / 1e3:.2f} ms/step")
-print(events.table(sort_by="self_cuda_time_total", row_limit=12))
-print(events.table(sort_by="self_cpu_time_total", row_limit=12))
+kernels = sum(e.count for e in events if e.device_type.name == "CUDA") / steps
+print(f"batch {args.batch}, context {args.context}: wall {plain * 1e3:.2f} ms/step (unprofiled); "
+      f"GPU kernels {gpu_us / 1e3:.2f} ms/step, {kernels:.0f} kernels/step")
+print(events.table(sort_by="self_cuda_time_total", row_limit=20, max_name_column_width=70))

@@ -2,12 +2,13 @@
 decode by batch size, or with prefill), then GPU kernel time by kernel under the profiler.
 
     python benchmarks/profile_throughput.py nano|serving [--no-profile] [--budgets=8192,2048]
-        [--seqs=256,128]
+        [--seqs=256,128] [--max-num-seqs=N] [--max-num-batched-tokens=N]
 
 nano: recipe 2 (Qwen3-0.6B shape, nano-vllm's workload); serving: recipe 3 (Llama-3.1-8B
 shape, 500 lognormal requests). Same engine settings as benchmarks/run_gpu.sh;
 ``--budgets`` and ``--seqs`` re-run the workload at each max_num_batched_tokens or
-max_num_seqs instead.
+max_num_seqs instead (``--seqs`` only up to the engine's ``--max-num-seqs``, which sizes its
+buffers).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ parser.add_argument("recipe", nargs="?", default="nano", choices=("nano", "servi
 parser.add_argument("--no-profile", action="store_true")
 parser.add_argument("--budgets", type=int_list, default=[], help="max_num_batched_tokens list")
 parser.add_argument("--seqs", type=int_list, default=[], help="max_num_seqs list")
+parser.add_argument("--max-num-seqs", type=int, help="engine setting (default: the recipe's)")
+parser.add_argument("--max-num-batched-tokens", type=int, help="engine setting")
 args = parser.parse_args()
 which = args.recipe
 if which == "nano":
@@ -43,6 +46,9 @@ else:
     requests = lognormal_workload(500, (202, 179), 1.0, (4, 2048), 0)
     temperature = 0.0
     options = dict(max_num_seqs=256, max_num_batched_tokens=8192, enable_prefix_caching=False)
+for key in ("max_num_seqs", "max_num_batched_tokens"):
+    if getattr(args, key) is not None:
+        options[key] = getattr(args, key)
 llm = LLM(
     model,
     tokenizer="benchmarks/tokenizer",

@@ -26,7 +26,7 @@ from pagoda.layers.forward_context import ForwardContext, forward_context
 
 logger = logging.getLogger("pagoda")
 
-MAX_CAPTURE_SIZE = 256
+MAX_CAPTURE_SIZE = 512
 
 
 def capture_sizes(max_batch: int) -> list[int]:
