@@ -332,3 +332,16 @@ def test_backend_matches_torch_backend(decode_lens, prefill):
 def test_backend_matches_torch_backend_cuda(dtype):
     decode_lens = [1, 100, 2000, 517] * 8
     _check_backend(decode_lens, [1500, 300, 64], [1500, 100, 1], 32, 8, 128, 16, dtype)
+
+
+def test_pdl_launch_options(monkeypatch):
+    """Programmatic dependent launch only where supported, enabled, and for small launches."""
+    from pagoda.kernels import pdl
+
+    cpu = torch.device("cpu")
+    assert pdl.launch_options(cpu, 1) == {"PDL": False}
+    monkeypatch.setattr(pdl, "_supported", lambda device: True)
+    assert pdl.launch_options(cpu, pdl.MAX_ROWS) == {"PDL": True, "launch_pdl": True}
+    assert pdl.launch_options(cpu, pdl.MAX_ROWS + 1) == {"PDL": False}
+    monkeypatch.setattr(pdl, "ENABLED", False)
+    assert pdl.launch_options(cpu, 1) == {"PDL": False}

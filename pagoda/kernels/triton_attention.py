@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from pagoda.kernels import pdl
 from pagoda.kernels.attention_ref import decode_attention, gather_slots
 from pagoda.kernels.attention_ref import prefill_attention as _prefill_attention_ref
 from pagoda.kernels.attention_ref import write_kv as write_kv_ref
@@ -64,7 +65,9 @@ def _write_kv_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.await_previous(PDL)
     t = tl.program_id(0)
     slot = tl.load(slot_ptr + t).to(tl.int64)
     if slot >= 0:  # negative slots are padding (e.g. CUDA-graph batches): skipped
@@ -106,6 +109,7 @@ def write_kv(
         BLOCK_H=triton.next_power_of_2(kv_heads),
         BLOCK_D=triton.next_power_of_2(head_dim),
         num_warps=1 if kv_heads * head_dim <= 1024 else 4,
+        **pdl.launch_options(k.device, num_tokens),
     )
 
 
@@ -145,7 +149,9 @@ def _decode_split_kernel(
     BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr,
     IEEE: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.await_previous(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -232,7 +238,9 @@ def _decode_reduce_kernel(
     NUM_SPLITS: tl.constexpr,
     BLOCK_S: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.await_previous(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, BLOCK_S)
@@ -349,6 +357,7 @@ def paged_decode_attention(
         IEEE=ieee,
         num_warps=warps,
         num_stages=stages,
+        **pdl.launch_options(q.device, batch),
     )
     if num_splits > 1:
         _decode_reduce_kernel[(batch, heads)](
@@ -363,6 +372,7 @@ def paged_decode_attention(
             BLOCK_S=triton.next_power_of_2(num_splits),
             BLOCK_D=block_d,
             num_warps=1 if dim * num_splits <= 2048 else 4,
+            **pdl.launch_options(q.device, batch),
         )
     return out
 

@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagoda.kernels import pdl
+
 __all__ = ["MAX_ROWS", "gemv", "gemv_silu_and_mul", "supports"]
 
 MAX_ROWS = 16  # more rows: cuBLAS is as fast or faster (docs/perf.md)
@@ -73,7 +75,9 @@ def _gemv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.await_previous(PDL)
     # out[m, n] = sum_k x[m, k] * w[n, k]; with SILU_AND_MUL, rows n (gate) and n + UP_OFFSET
     # (up) of w are both read and out[m, n] = silu(gate) * up.
     pid = tl.program_id(0)
@@ -144,6 +148,7 @@ def _launch(
         BLOCK_K=block_k,
         num_warps=warps,
         num_stages=stages,
+        **pdl.launch_options(x.device, m),
     )
     return out
 

@@ -8,6 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pagoda.kernels import pdl
+
 __all__ = ["fused_add_rms_norm", "rms_norm", "rotary_embedding", "silu_and_mul"]
 
 
@@ -41,7 +43,9 @@ def _rms_norm_kernel(
     HAS_RESIDUAL: tl.constexpr,
     HALF: tl.constexpr,
     BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.await_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
@@ -86,6 +90,7 @@ def _launch_norm(x, residual, weight, eps):
             HALF=x.dtype != torch.float32,
             BLOCK=block,
             num_warps=_warps(block),
+            **pdl.launch_options(x.device, x2.shape[0]),
         )
     return out.view(shape), total.view(shape)
 
@@ -169,7 +174,9 @@ def _rotary_kernel(
     BLOCK_KH: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl.await_previous(PDL)
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(pos_ptr + t).to(tl.int64)
     r = tl.arange(0, BLOCK_R)[None, :]
@@ -235,6 +242,7 @@ def rotary_embedding(
         BLOCK_R=triton.next_power_of_2(half),
         BLOCK_D=triton.next_power_of_2(max(1, head_dim - 2 * half)),
         num_warps=4,
+        **pdl.launch_options(q.device, num_tokens),
     )
     return q_out, k_out
 
@@ -244,7 +252,10 @@ def rotary_embedding(
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, d, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(
+    x_ptr, out_ptr, stride_x, stride_o, d, BLOCK: tl.constexpr, PDL: tl.constexpr
+):
+    pdl.await_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < d
@@ -263,6 +274,13 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     if x2.shape[0]:
         block = min(1024, triton.next_power_of_2(d))
         _silu_and_mul_kernel[(x2.shape[0], triton.cdiv(d, block))](
-            x2, out, x2.stride(0), out.stride(0), d, BLOCK=block, num_warps=4
+            x2,
+            out,
+            x2.stride(0),
+            out.stride(0),
+            d,
+            BLOCK=block,
+            num_warps=4,
+            **pdl.launch_options(x.device, x2.shape[0]),
         )
     return out.view(*x.shape[:-1], d)
