@@ -23,7 +23,7 @@ __all__ = ["await_previous", "launch_options"]
 
 ENABLED = True  # set False to launch every kernel plainly (for measuring what PDL buys)
 # Launches over more rows (prefill chunks) go plainly: on H100 PDL made the mixed prefill
-# steps 8% slower while it made decode steps of up to 255 requests 2-3% faster (docs/perf.md).
+# steps 8% slower while it made decode steps of up to 256 requests 2-3% faster (docs/perf.md).
 MAX_ROWS = 256
 
 
