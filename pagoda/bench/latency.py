@@ -34,7 +34,9 @@ def run_latency(
     hf_iters: int | None = None,
 ) -> dict[str, Any]:
     """Time a batch end to end, and the prefill alone (max_tokens=1); the decode time per
-    output token is (total - prefill) / (output_len - 1)."""
+    output token is (total - prefill) / (output_len - 1). The two medians come from separate
+    runs, so with very few output tokens their difference can be within the noise: a
+    difference that is not positive is reported as unresolved (None), never as a rate."""
     from pagoda.sampling_params import SamplingParams
 
     prompts = [
@@ -82,7 +84,7 @@ def _summary(
     engine: str, total: list[float], prefill: list[float], batch: int, output_len: int
 ) -> dict[str, Any]:
     t, p = statistics.median(total), statistics.median(prefill)
-    per_token = (t - p) / max(1, output_len - 1)
+    per_token = (t - p) / max(1, output_len - 1) if output_len > 1 and t > p else None
     return {
         "engine": engine,
         "batch_size": batch,
@@ -90,14 +92,16 @@ def _summary(
         "latency_s_median": t,
         "latency_s_all": total,
         "prefill_s_median": p,
-        "decode_ms_per_token": per_token * 1e3,
-        "decode_tokens_per_s": batch / per_token if per_token > 0 else float("inf"),
+        "decode_ms_per_token": None if per_token is None else per_token * 1e3,
+        "decode_tokens_per_s": None if per_token is None else batch / per_token,
     }
 
 
 def _line(r: dict[str, Any]) -> str:
-    return (
+    head = (
         f"{r['engine']:>12}: latency {r['latency_s_median']:.3f} s, prefill "
-        f"{r['prefill_s_median'] * 1e3:.1f} ms, decode {r['decode_ms_per_token']:.2f} ms/token "
-        f"({r['decode_tokens_per_s']:.1f} tok/s)"
+        f"{r['prefill_s_median'] * 1e3:.1f} ms, decode "
     )
+    if r["decode_ms_per_token"] is None:
+        return head + "not resolved (total - prefill <= 0 or one output token: raise --output-len)"
+    return head + f"{r['decode_ms_per_token']:.2f} ms/token ({r['decode_tokens_per_s']:.1f} tok/s)"
