@@ -7,7 +7,8 @@ whose output is ignored). Everything a graph reads is a fixed slice of the persi
 buffers, written by the step's host-to-device copy before the replay; the attention
 backend's per-step metadata is bound to those slices at capture time instead of being
 rebuilt by ``prepare``. Only the model's forward pass is captured: logits and sampling run
-eagerly on the graph's output rows ``0..n``.
+eagerly on the graph's output rows ``0..n`` (the LM head is run once per size at capture
+so that its kernels are compiled before the first request).
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ class CUDAGraphRunner:
             meta = self._meta(size, list(range(size + 1)), [1] * size)
             ids, pos = inputs.input_ids[:size], inputs.positions[:size]
             with forward_context(ForwardContext(meta, self.backend)):
-                self.model(ids, pos)  # compiles this shape's kernels outside the capture
+                hidden = self.model(ids, pos)  # compiles this shape's kernels outside the capture
+                # The LM head runs eagerly on every replay's rows; its kernels for this row
+                # count compile here too, not in the middle of the first run that meets it.
+                self.model.compute_logits(hidden)
                 torch.cuda.synchronize()
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool):
