@@ -87,8 +87,9 @@ needs_c = pytest.mark.skipif(cpu_decode_attention.load() is None, reason="no C c
 @needs_c
 @pytest.mark.parametrize("block_size", [1, 16, 32])
 @pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (4, 4, 128), (8, 1, 32)])
-def test_c_decode_kernel_matches_reference(block_size, heads, kv_heads, dim):
-    lengths = [1, 2, 17, 100, 257, 31, 64]
+# a batch per request per task, and batches small enough to be split by KV head
+@pytest.mark.parametrize("lengths", [[1, 2, 17, 100, 257, 31, 64], [257, 3], [70]])
+def test_c_decode_kernel_matches_reference(block_size, heads, kv_heads, dim, lengths):
     cache, tables, _, _ = _paged_setup(lengths, block_size, kv_heads, dim, seed=dim + block_size)
     q = torch.randn(len(lengths), heads, dim)
     max_len = max(lengths)

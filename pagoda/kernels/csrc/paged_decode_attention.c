@@ -3,8 +3,11 @@
  *
  * Layout: q, out [B, H, D]; k_cache, v_cache [num_blocks, block_size, KVH, D];
  * block_tables [B, max_blocks] (int32); seq_lens [B] (int32). Query head h reads KV head
- * h / (H / KVH). Work is spread over num_threads OpenMP threads by (request, KV head): the G
- * query heads of one KV head share its K and V rows. Built with -fopenmp in a process that has
+ * h / (H / KVH); the G query heads of one KV head share its K and V rows. Work is spread over
+ * num_threads OpenMP threads by request, its KV heads one after the other: the first head's
+ * pass brings the request's blocks into L2, where the next heads find them (per (request, KV
+ * head) tasks instead read each block three times from memory). Batches too small to keep the
+ * threads busy that way are spread by (request, KV head). Built with -fopenmp in a process that has
  * loaded torch, this binds to torch's already-loaded libgomp (same soname), so torch's worker
  * pool runs it instead of a second pool fighting for the cores.
  * scratch_all holds num_threads slices of scratch_stride >= H * max_len floats.
@@ -44,6 +47,18 @@ INLINE long walk_next(slot_walk *w) {
     }
     return (long)*w->table * w->block_size + w->offset++;
 }
+
+#ifdef __AVX512F__
+/* Prefetch token t's row of one KV head into L1, PREFETCH_AHEAD tokens before it is read:
+ * blocks are scattered, so the hardware prefetcher restarts at every block. */
+#define PREFETCH_AHEAD 16
+INLINE void prefetch_row(const float *cache, const int32_t *table, int t, int block_size,
+                         long token_stride, int kvh, int D) {
+    const float *row = cache + ((long)table[t / block_size] * block_size + t % block_size) *
+                                   token_stride + (long)kvh * D;
+    for (int c = 0; c < D; c += 16) _mm_prefetch((const char *)(row + c), _MM_HINT_T0);
+}
+#endif
 
 /* softmax of s[0:L] in place, unnormalised; returns 1 / sum */
 INLINE float softmax_unnormalised(float *s, int L) {
@@ -112,6 +127,8 @@ INLINE void attend_avx512(const float *qh, const float *k_cache, const float *v_
         const int n = L - t0 < 16 ? L - t0 : 16;
         const float *k[16];
         for (int j = 0; j < n; j++) k[j] = k_cache + walk_next(&kw) * token_stride + (long)kvh * D;
+        for (int t = t0 + PREFETCH_AHEAD; t < t0 + PREFETCH_AHEAD + 16 && t < L; t++)
+            prefetch_row(k_cache, table, t, block_size, token_stride, kvh, D);
         for (int g = 0; g < G; g++) {
             __m512 q[8], part[16];
             for (int c = 0; c < C; c++) q[c] = _mm512_loadu_ps(qh + (long)g * D + 16 * c);
@@ -135,6 +152,8 @@ INLINE void attend_avx512(const float *qh, const float *k_cache, const float *v_
         slot_walk vw = walk_start(table, block_size);
         for (int t = 0; t < L; t++) {
             const float *v = v_cache + walk_next(&vw) * token_stride + (long)kvh * D;
+            if (g == 0 && t + PREFETCH_AHEAD < L)
+                prefetch_row(v_cache, table, t + PREFETCH_AHEAD, block_size, token_stride, kvh, D);
             const __m512 p = _mm512_set1_ps(s[t]);
             for (int c = 0; c < C; c++)
                 acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[c]);
@@ -153,31 +172,36 @@ void paged_decode_attention_f32(const float *q, const float *k_cache, const floa
                                 float *scratch_all) {
     const int G = H / KVH;
     const long token_stride = (long)KVH * D;
+    const int split = batch < 2 * num_threads ? KVH : 1; /* tasks per request */
+    const int heads_per_task = KVH / split;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-    for (int task = 0; task < batch * KVH; task++) {
+    for (int task = 0; task < batch * split; task++) {
 #ifdef _OPENMP
         float *scores = scratch_all + (long)omp_get_thread_num() * scratch_stride;
 #else
         float *scores = scratch_all;
 #endif
-        const int b = task / KVH, kvh = task % KVH;
+        const int b = task / split;
         const int L = seq_lens[b];
         const int32_t *table = block_tables + (long)b * max_blocks;
-        const float *qh = q + ((long)b * H + (long)kvh * G) * D;
-        float *oh = out + ((long)b * H + (long)kvh * G) * D;
+        for (int kvh = task % split * heads_per_task; kvh < (task % split + 1) * heads_per_task;
+             kvh++) {
+            const float *qh = q + ((long)b * H + (long)kvh * G) * D;
+            float *oh = out + ((long)b * H + (long)kvh * G) * D;
 #ifdef __AVX512F__
-        if (D == 64) {
-            attend_avx512(qh, k_cache, v_cache, table, L, G, 4, block_size, token_stride, kvh,
-                          scale, scores, oh);
-            continue;
-        }
-        if (D == 128) {
-            attend_avx512(qh, k_cache, v_cache, table, L, G, 8, block_size, token_stride, kvh,
-                          scale, scores, oh);
-            continue;
-        }
+            if (D == 64) {
+                attend_avx512(qh, k_cache, v_cache, table, L, G, 4, block_size, token_stride,
+                              kvh, scale, scores, oh);
+                continue;
+            }
+            if (D == 128) {
+                attend_avx512(qh, k_cache, v_cache, table, L, G, 8, block_size, token_stride,
+                              kvh, scale, scores, oh);
+                continue;
+            }
 #endif
-        attend_generic(qh, k_cache, v_cache, table, L, G, D, block_size, token_stride, kvh,
-                       scale, scores, oh);
+            attend_generic(qh, k_cache, v_cache, table, L, G, D, block_size, token_stride, kvh,
+                           scale, scores, oh);
+        }
     }
 }
