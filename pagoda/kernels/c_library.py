@@ -8,7 +8,7 @@ that shares the cache), and loaded with ctypes. Without a compiler (or with
 
 Built with ``-fopenmp`` in a process that has loaded torch, a library binds to torch's
 already-loaded libgomp (same soname), so torch's worker pool runs its parallel regions;
-callers pass ``torch.get_num_threads()`` threads.
+callers pass :func:`num_threads` of their work.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
+
+import torch
 
 _FLAGS = [
     "-O3",
@@ -87,3 +89,9 @@ def load_library(source_name: str) -> ctypes.CDLL | None:
     if not target.exists() and not _build(compiler, source_name, source, target):
         return None
     return ctypes.CDLL(str(target))
+
+
+def num_threads(tasks: int) -> int:
+    """The OpenMP threads for a call with ``tasks`` independent pieces of work: torch's
+    thread count, but no more threads than pieces (and at least one)."""
+    return max(1, min(torch.get_num_threads(), tasks))

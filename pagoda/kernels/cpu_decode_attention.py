@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from pagoda.kernels.c_library import load_library
+from pagoda.kernels.c_library import load_library, num_threads
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +53,7 @@ def paged_decode_attention(
     batch, heads, dim = q.shape
     _, _, block_size, kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q)
-    threads = max(1, min(torch.get_num_threads(), batch * kv_heads))
+    threads = num_threads(batch * kv_heads)
     stride = heads * int(seq_lens.max())
     scratch = torch.empty(threads * stride, dtype=torch.float32)
     lib.paged_decode_attention_f32(

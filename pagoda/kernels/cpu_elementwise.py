@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import torch
 
-from pagoda.kernels.c_library import load_library
+from pagoda.kernels.c_library import load_library, num_threads
 
 
 @lru_cache(maxsize=1)
@@ -41,10 +41,6 @@ def load() -> ctypes.CDLL | None:
     return lib
 
 
-def _threads(rows: int) -> int:
-    return max(1, min(torch.get_num_threads(), rows))
-
-
 def supports_silu_and_mul(x: torch.Tensor) -> bool:
     """Whether :func:`silu_and_mul` is built here and takes ``x``: float32 CPU rows
     [rows, 2 * d] with contiguous elements."""
@@ -65,7 +61,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     assert lib is not None, "C kernels are unavailable; use torch"
     rows, d = x.shape[0], x.shape[1] // 2
     out = torch.empty(rows, d, dtype=x.dtype)
-    lib.silu_and_mul_f32(x.data_ptr(), x.stride(0), out.data_ptr(), d, rows, d, _threads(rows))
+    lib.silu_and_mul_f32(x.data_ptr(), x.stride(0), out.data_ptr(), d, rows, d, num_threads(rows))
     return out
 
 
@@ -153,7 +149,7 @@ def _rotary(
         heads,
         head_dim,
         half,
-        _threads(tokens),
+        num_threads(tokens),
     )
     if bad:
         raise IndexError(f"a position is outside the rotary caches' {cos_cache.shape[0]} rows")

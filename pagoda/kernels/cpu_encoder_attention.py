@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from pagoda.kernels.c_library import load_library
+from pagoda.kernels.c_library import load_library, num_threads
 
 _FUNCTIONS = {torch.float32: "encoder_attention_f32", torch.bfloat16: "encoder_attention_bf16"}
 
@@ -89,6 +89,6 @@ def encoder_attention(
         heads,
         dim,
         scale,
-        max(1, min(torch.get_num_threads(), num_seqs * heads)),
+        num_threads(num_seqs * heads),
         *extra,
     )

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import torch
 
-from pagoda.kernels.c_library import load_library
+from pagoda.kernels.c_library import load_library, num_threads
 
 _FUNCTIONS = {torch.float32: "add_layer_norm_f32", torch.bfloat16: "add_layer_norm_bf16"}
 
@@ -91,7 +91,7 @@ def add_layer_norm(
         rows,
         hidden,
         eps,
-        max(1, min(torch.get_num_threads(), rows)),
+        num_threads(rows),
     )
     return out
 
@@ -135,6 +135,6 @@ def add_rms_norm(
         rows,
         hidden,
         eps,
-        max(1, min(torch.get_num_threads(), rows)),
+        num_threads(rows),
     )
     return out, total
