@@ -5,11 +5,11 @@
  * block_tables [B, max_blocks] (int32); seq_lens [B] (int32). Query head h reads KV head
  * h / (H / KVH); the G query heads of one KV head share its K and V rows. Work is spread over
  * num_threads OpenMP threads by request, its KV heads one after the other: the first head's
- * pass brings the request's blocks into L2, where the next heads find them (per (request, KV
- * head) tasks instead read each block three times from memory). Batches too small to keep the
- * threads busy that way are spread by (request, KV head). Built with -fopenmp in a process that has
- * loaded torch, this binds to torch's already-loaded libgomp (same soname), so torch's worker
- * pool runs it instead of a second pool fighting for the cores.
+ * pass brings the request's blocks into L2, where the next heads find them (one task per
+ * (request, KV head) would read each block from memory once per KV head). Batches too small
+ * to keep the threads busy that way are spread by (request, KV head). Built with -fopenmp in
+ * a process that has loaded torch, this binds to torch's already-loaded libgomp (same
+ * soname), so torch's worker pool runs it instead of a second pool fighting for the cores.
  * scratch_all holds num_threads slices of scratch_stride >= H * max_len floats.
  *
  * With AVX-512 and D = 64 or 128 the scores of 16 tokens are reduced together (one transpose
@@ -184,8 +184,8 @@ void paged_decode_attention_f32(const float *q, const float *k_cache, const floa
         const int b = task / split;
         const int L = seq_lens[b];
         const int32_t *table = block_tables + (long)b * max_blocks;
-        for (int kvh = task % split * heads_per_task; kvh < (task % split + 1) * heads_per_task;
-             kvh++) {
+        const int first = task % split * heads_per_task;
+        for (int kvh = first; kvh < first + heads_per_task; kvh++) {
             const float *qh = q + ((long)b * H + (long)kvh * G) * D;
             float *oh = out + ((long)b * H + (long)kvh * G) * D;
 #ifdef __AVX512F__
