@@ -33,6 +33,13 @@ _OPTIONS = [
         type=click.Choice(LOAD_FORMATS),
         help="Weight source; dummy = random weights at the right shapes.",
     ),
+    click.option(
+        "--quantization",
+        "-q",
+        default=None,
+        help="Quantization method (see `pagoda plugins`); default: the checkpoint's own "
+        "(gguf for a GGUF file), else none.",
+    ),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for dummy weights."),
     click.option(
         "--block-size", type=int, default=16, show_default=True, help="Tokens per KV-cache block."
@@ -127,6 +134,7 @@ ENGINE_OPTION_NAMES = (
     "dtype",
     "max_model_len",
     "load_format",
+    "quantization",
     "seed",
     "block_size",
     "kv_cache_memory",

@@ -93,6 +93,9 @@ class ModelConfig:
     max_model_len: int | None = None
     load_format: str = "auto"
     seed: int = 0
+    # --quantization: a registered quant method's name; None: the checkpoint's own (a
+    # quantization_config, or "gguf" for a GGUF file), else unquantized.
+    quantization: str | None = None
     # What the engine runs (pagoda.tasks): --task, or vLLM's newer --runner / --convert;
     # pooler settings as a dict or JSON string (--override-pooler-config / --pooler-config).
     task: str = "auto"
@@ -118,6 +121,17 @@ class ModelConfig:
     @property
     def architectures(self) -> list[str]:
         return list(getattr(self.hf_config, "architectures", None) or [])
+
+    @property
+    def hf_quant_config(self) -> dict | None:
+        """The checkpoint's quantization config: config.json's ``quantization_config``, or
+        ``{"quant_method": "gguf"}`` for a GGUF file (its tensors say their block types)."""
+        if is_gguf(self.model_path):
+            return {"quant_method": "gguf"}
+        config = getattr(self.hf_config, "quantization_config", None)
+        if config is not None and not isinstance(config, dict):
+            config = config.to_dict()
+        return config
 
 
 @dataclass(slots=True)

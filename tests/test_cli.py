@@ -95,6 +95,7 @@ def test_plugins_lists_each_plugin_its_distribution_and_registrations(
             "model architecture: BertModel, BertForSequenceClassification"
         ],
         "torch_attention  [pagoda-llm 0.1.0]": ["attention backend: torch, cpu, triton"],
+        "gguf  [pagoda-llm 0.1.0]": ["quantization method: gguf"],
         "guided  [pagoda-llm 0.1.0]": [
             "guided-decoding backend: xgrammar, outlines, lm-format-enforcer"
         ],

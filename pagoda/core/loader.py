@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pagoda.config import ModelConfig, is_gguf
+from pagoda.interfaces.quant import GGUFBlocks
 
 # GGUF tensor name (with the block number replaced by {}) -> HF name, for llama-family files.
 _GGUF_TO_HF = {
@@ -67,8 +68,15 @@ def _unpermute_rope(w: torch.Tensor, num_heads: int) -> torch.Tensor:
     )
 
 
+_UNQUANTIZED_GGUF_TYPES = ("F32", "F16", "BF16", "F64")
+
+
 def iter_gguf(path: str, hf_config: object) -> Iterator[tuple[str, torch.Tensor]]:
-    """All tensors of a GGUF file, dequantized to float32, under HF names."""
+    """All tensors of a GGUF file, dequantized to float32, under HF names.
+
+    A quantized tensor also carries its blocks as ``tensor.source_blocks`` (a
+    :class:`GGUFBlocks`), which a quantization method may keep instead (see
+    :func:`pagoda.layers.linear.keep_source_blocks`)."""
     import gguf
 
     reader = gguf.GGUFReader(path)
@@ -84,8 +92,16 @@ def iter_gguf(path: str, hf_config: object) -> Iterator[tuple[str, torch.Tensor]
         data = torch.tensor(
             gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=torch.float32
         )
+        type_name = tensor.tensor_type.name
+        raw = None
+        if type_name not in _UNQUANTIZED_GGUF_TYPES and tensor.data.ndim == 2:
+            raw = torch.from_numpy(tensor.data.copy())
         if arch == "llama" and key in ("blk.{}.attn_q.weight", "blk.{}.attn_k.weight"):
-            data = _unpermute_rope(data, num_heads if "attn_q" in key else num_kv_heads)
+            heads = num_heads if "attn_q" in key else num_kv_heads
+            data = _unpermute_rope(data, heads)
+            raw = None if raw is None else _unpermute_rope(raw, heads).contiguous()
+        if raw is not None:
+            data.source_blocks = GGUFBlocks(type_name, raw)  # type: ignore[attr-defined]
         yield hf_name, data
 
 
@@ -136,3 +152,6 @@ def load_weights(model: nn.Module, config: ModelConfig) -> None:
         method = getattr(module, "linear_method", None)
         if method is not None:
             method.process_weights_after_loading(module)
+    for param in model.parameters():
+        if hasattr(param, "source_blocks"):
+            del param.source_blocks  # blocks no method kept

@@ -16,7 +16,7 @@ from pagoda.core.pooler import Pooler
 from pagoda.core.request import Request
 from pagoda.core.sampler import Sampler, compute_prompt_logprobs
 from pagoda.core.scheduler import SchedulerOutput
-from pagoda.interfaces import AttentionMetadata, ModelContext
+from pagoda.interfaces import AttentionMetadata, ModelContext, QuantMethod
 from pagoda.layers.attention import Attention
 from pagoda.layers.forward_context import ForwardContext, forward_context
 from pagoda.layers.linear import UnquantizedLinearMethod
@@ -101,11 +101,31 @@ class ModelRunner:
                 f"supported architectures: {supported}"
             )
         model_cls = registry.get(arch)
-        ctx = ModelContext(m.hf_config, self.dtype, lambda prefix: UnquantizedLinearMethod())
+        quant = self._build_quant_method(plugins)
+        linear_method = (
+            quant.get_linear_method if quant is not None else lambda _: UnquantizedLinearMethod()
+        )
+        ctx = ModelContext(m.hf_config, self.dtype, linear_method)
         with torch.device(self.device):
             model = model_cls(ctx)
         load_weights(model, m)
         return model.eval()
+
+    def _build_quant_method(self, plugins: PluginManager) -> QuantMethod | None:
+        """The quant method ``--quantization`` names, else the checkpoint's; None: unquantized."""
+        m = self.config.model
+        hf_quant_config = m.hf_quant_config
+        name = plugins.hook.resolve_quant_method(
+            hf_quant_config=hf_quant_config, requested=m.quantization
+        )
+        if name is None:
+            return None
+        registry = plugins.quant_methods
+        if name not in registry:
+            known = ", ".join(registry.names()) or "(none)"
+            raise ValueError(f"quantization method {name!r} is not registered; registered: {known}")
+        logger.info("quantization method: %s", name)
+        return registry.get(name)(hf_quant_config)
 
     def _build_attention_backend(self, plugins: PluginManager) -> object:
         registry = plugins.attention_backends

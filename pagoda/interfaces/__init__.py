@@ -1,5 +1,5 @@
-"""Public contracts for plugin authors: models, attention backends (and later quantization,
-tool parsers, reasoning parsers and guided-decoding backends)."""
+"""Public contracts for plugin authors: models, attention backends, quantization methods, tool
+parsers, reasoning parsers and guided-decoding backends."""
 
 from pagoda.interfaces.attention import AttentionBackend
 from pagoda.interfaces.guided import (
@@ -21,6 +21,7 @@ from pagoda.interfaces.messages import (
     make_tool_call_id,
 )
 from pagoda.interfaces.model import CausalLM, ModelContext
+from pagoda.interfaces.quant import GGUFBlocks, QuantMethod
 from pagoda.interfaces.reasoning import ParsedReasoning, ReasoningParser
 from pagoda.interfaces.tool_parser import ParsedToolCall, ParsedToolCalls, ToolParser
 from pagoda.layers.attention_metadata import AttentionMetadata
@@ -36,6 +37,7 @@ __all__ = [
     "DeltaToolCall",
     "ExtractedToolCallInformation",
     "FunctionCall",
+    "GGUFBlocks",
     "GuidedBackend",
     "GuidedDecodingParams",
     "LinearMethod",
@@ -44,6 +46,7 @@ __all__ = [
     "ParsedReasoning",
     "ParsedToolCall",
     "ParsedToolCalls",
+    "QuantMethod",
     "ReasoningParser",
     "ToolCall",
     "ToolParser",

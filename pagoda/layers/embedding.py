@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pagoda.layers.linear import UnquantizedLinearMethod, default_weight_loader
+from pagoda.layers.linear import LinearMethod, UnquantizedLinearMethod, default_weight_loader
 
 
 class VocabEmbedding(nn.Module):
@@ -26,12 +26,18 @@ class VocabEmbedding(nn.Module):
 
 class LMHead(VocabEmbedding):
     """Hidden state -> vocabulary logits. ``tie(embedding)`` shares the embedding's weight.
-    Applied as an unquantized linear layer, so its weight is post-processed the same way
-    after loading."""
+    Applied as a linear layer (unquantized unless a ``linear_method`` is given), so its weight
+    is post-processed the same way after loading."""
 
-    def __init__(self, vocab_size: int, hidden_size: int, params_dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        params_dtype: torch.dtype,
+        linear_method: LinearMethod | None = None,
+    ) -> None:
         super().__init__(vocab_size, hidden_size, params_dtype)
-        self.linear_method = UnquantizedLinearMethod()
+        self.linear_method = linear_method or UnquantizedLinearMethod()
 
     def tie(self, embedding: VocabEmbedding) -> None:
         self.weight = embedding.weight

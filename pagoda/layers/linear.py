@@ -35,12 +35,27 @@ class LinearMethod(Protocol):
     ) -> torch.Tensor: ...
 
 
+def keep_source_blocks(param: nn.Parameter, shard: int, loaded: torch.Tensor) -> None:
+    """Keep a quantized checkpoint tensor's original blocks for the quantization method.
+
+    A loader that dequantizes (the GGUF one) may attach the tensor's blocks as
+    ``loaded.source_blocks``; they are kept as ``param.source_blocks[shard]`` (shard: the index
+    of the part of a fused layer, 0 otherwise) until the method's
+    ``process_weights_after_loading``, after which the loader drops what is left."""
+    blocks = getattr(loaded, "source_blocks", None)
+    if blocks is not None:
+        if not hasattr(param, "source_blocks"):
+            param.source_blocks = {}  # type: ignore[attr-defined]
+        param.source_blocks[shard] = blocks  # type: ignore[attr-defined]
+
+
 def default_weight_loader(param: nn.Parameter, loaded: torch.Tensor) -> None:
     if param.shape != loaded.shape:
         raise ValueError(
             f"shape mismatch: parameter {tuple(param.shape)}, checkpoint {tuple(loaded.shape)}"
         )
     param.data.copy_(loaded)
+    keep_source_blocks(param, 0, loaded)
 
 
 _MIN_REORDERED_ROWS = 4
@@ -159,6 +174,7 @@ class LinearBase(nn.Module):
                 f"checkpoint {tuple(loaded.shape)}"
             )
         target.copy_(loaded)
+        keep_source_blocks(param, index, loaded)
 
     def shard_index(self, shard_id: Any) -> int:
         raise ValueError(f"{type(self).__name__} has no shards (got shard {shard_id!r})")

@@ -161,7 +161,7 @@ class LlamaForCausalLM(nn.Module):
         self.config = c
         qkv_bias = bool(getattr(c, "attention_bias", self.qkv_bias_default))
         self.model = LlamaModel(ctx, qkv_bias, self.qk_norm)
-        self.lm_head = LMHead(c.vocab_size, c.hidden_size, ctx.dtype)
+        self.lm_head = LMHead(c.vocab_size, c.hidden_size, ctx.dtype, ctx.linear_method("lm_head"))
         self.tie_word_embeddings = bool(getattr(c, "tie_word_embeddings", False))
         if self.tie_word_embeddings:
             self.lm_head.tie(self.model.embed_tokens)
