@@ -84,14 +84,11 @@ def test_decode_reference_equals_dense_attention_of_the_last_token():
 needs_c = pytest.mark.skipif(cpu_decode_attention.load() is None, reason="no C compiler")
 
 
-@needs_c
-@pytest.mark.parametrize("block_size", [1, 16, 32])
-@pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (4, 4, 128), (8, 1, 32)])
-# a batch per request per task, and batches small enough to be split by KV head
-@pytest.mark.parametrize("lengths", [[1, 2, 17, 100, 257, 31, 64], [257, 3], [70]])
-def test_c_decode_kernel_matches_reference(block_size, heads, kv_heads, dim, lengths):
-    cache, tables, _, _ = _paged_setup(lengths, block_size, kv_heads, dim, seed=dim + block_size)
-    q = torch.randn(len(lengths), heads, dim)
+def _check_c_kernel(lengths, block_size, heads, kv_heads, dim, seed, q_scale=1.0):
+    """The C decode kernel against the reference on one random paged batch."""
+    cache, tables, _, _ = _paged_setup(lengths, block_size, kv_heads, dim, seed=seed)
+    q = torch.randn(len(lengths), heads, dim, generator=torch.Generator().manual_seed(seed))
+    q *= q_scale
     max_len = max(lengths)
     slots = gather_slots(tables, block_size, max_len)
     mask = torch.arange(max_len) < torch.tensor(lengths).unsqueeze(1)
@@ -100,3 +97,21 @@ def test_c_decode_kernel_matches_reference(block_size, heads, kv_heads, dim, len
         q, cache, tables, torch.tensor(lengths, dtype=torch.int32), dim**-0.5
     )
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-5)
+
+
+@needs_c
+@pytest.mark.parametrize("block_size", [1, 16, 32])
+@pytest.mark.parametrize("heads,kv_heads,dim", [(9, 3, 64), (4, 4, 128), (8, 1, 32)])
+# a batch per request per task, and batches small enough to be split by KV head
+@pytest.mark.parametrize("lengths", [[1, 2, 17, 100, 257, 31, 64], [257, 3], [70]])
+def test_c_decode_kernel_matches_reference(block_size, heads, kv_heads, dim, lengths):
+    _check_c_kernel(lengths, block_size, heads, kv_heads, dim, seed=dim + block_size)
+
+
+@needs_c
+@pytest.mark.parametrize("spread", [10.0, 30.0])
+def test_c_decode_kernel_softmax_over_widely_spread_scores(spread: float) -> None:
+    """Scores up to ~150 apart: the kernel's vector exp meets arguments below -87 (its clamp)
+    and a few weights dominate. (Much wider spreads test float32's rounding of the scores
+    themselves, in the reference as much as in the kernel.)"""
+    _check_c_kernel([5, 40, 130], 16, 9, 3, 64, seed=7, q_scale=spread)
