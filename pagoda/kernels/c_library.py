@@ -1,9 +1,10 @@
 """Build, cache and load the C kernels of ``pagoda/kernels/csrc``.
 
-A source is compiled on first use with the system C compiler, cached under
-``$PAGODA_CACHE_DIR`` (default ``~/.cache/pagoda``) ``/kernels`` with a name keyed by a hash of
-the source, the flags and the CPU (``-march=native`` code from one CPU may not run on another
-that shares the cache), and loaded with ctypes. Without a compiler (or with
+A source is compiled on first use with the system C compiler (beside the directory's
+headers, ``csrc/*.h``), cached under ``$PAGODA_CACHE_DIR`` (default ``~/.cache/pagoda``)
+``/kernels`` with a name keyed by a hash of the source, the headers, the flags and the CPU
+(``-march=native`` code from one CPU may not run on another that shares the cache), and
+loaded with ctypes. Without a compiler (or with
 ``PAGODA_DISABLE_C_KERNELS`` set) :func:`load_library` returns None and callers use torch.
 
 Built with ``-fopenmp`` in a process that has loaded torch, a library binds to torch's
@@ -56,10 +57,24 @@ def _cpu_id() -> str:
     return platform.machine()
 
 
-def _build(compiler: str, name: str, source: bytes, target: Path) -> bool:
+def _headers() -> dict[str, bytes]:
+    """The shared headers of ``csrc``, by file name."""
+    csrc = resources.files("pagoda.kernels").joinpath("csrc")
+    return {
+        entry.name: entry.read_bytes()
+        for entry in sorted(csrc.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".h")
+    }
+
+
+def _build(
+    compiler: str, name: str, source: bytes, headers: dict[str, bytes], target: Path
+) -> bool:
     """Compile with OpenMP if the compiler can, else without; False if neither works."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        for header, text in headers.items():
+            (Path(tmp) / header).write_bytes(text)
         src = Path(tmp) / name
         src.write_bytes(source)
         built = Path(tmp) / target.name
@@ -83,10 +98,11 @@ def load_library(source_name: str) -> ctypes.CDLL | None:
     if compiler is None or os.environ.get("PAGODA_DISABLE_C_KERNELS"):
         return None
     source = resources.files("pagoda.kernels").joinpath(f"csrc/{source_name}").read_bytes()
-    key = source + " ".join(_FLAGS).encode() + _cpu_id().encode()
+    headers = _headers()
+    key = source + b"".join(headers.values()) + " ".join(_FLAGS).encode() + _cpu_id().encode()
     digest = hashlib.sha256(key).hexdigest()[:16]
     target = _cache_dir() / f"{Path(source_name).stem}_{digest}.so"
-    if not target.exists() and not _build(compiler, source_name, source, target):
+    if not target.exists() and not _build(compiler, source_name, source, headers, target):
         return None
     return ctypes.CDLL(str(target))
 

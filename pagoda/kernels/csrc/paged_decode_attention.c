@@ -27,7 +27,7 @@
 #include <immintrin.h>
 #endif
 
-#define INLINE static inline __attribute__((always_inline))
+#include "vector_exp.h"
 
 /* The slots of a request's tokens in order, without a division per token; only the table
  * entries of blocks that hold tokens are read. */
@@ -100,25 +100,6 @@ static void attend_generic(const float *qh, const float *k_cache, const float *v
 }
 
 #ifdef __AVX512F__
-/* exp(x) for x <= 0 (softmax's shifted scores), Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2,
- * a degree-7 polynomial for exp(r), times 2^n built in the exponent bits; below -87.3 it gives
- * about 1e-38 instead of 0, which no softmax weight notices. */
-INLINE __m512 exp_nonpositive(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-    return _mm512_scalef_ps(p, n);
-}
-
 /* softmax_unnormalised, 16 scores at a time */
 INLINE float softmax_avx512(float *s, int L) {
     __m512 m = _mm512_set1_ps(-INFINITY);
@@ -130,7 +111,7 @@ INLINE float softmax_avx512(float *s, int L) {
     __m512 sum = _mm512_setzero_ps();
     for (int t = 0; t < L; t += 16) {
         const __mmask16 k = t + 16 <= L ? 0xFFFF : (__mmask16)((1u << (L - t)) - 1u);
-        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + t), vm));
+        const __m512 e = (__m512)exp_v((vf)_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + t), vm));
         _mm512_mask_storeu_ps(s + t, k, e);
         sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
     }
