@@ -29,26 +29,14 @@
 #include <omp.h>
 #endif
 
+#include "vector_exp.h"
+
 #define W 16 /* floats in a vector */
 #define R 8  /* query rows per block on the vector path */
-#define INLINE static inline __attribute__((always_inline))
-
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
 typedef uint32_t vu __attribute__((vector_size(64)));
 typedef uint16_t vh __attribute__((vector_size(32)));
 
-INLINE vf load(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-INLINE void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-
 INLINE vf splat(float x) { return (vf){0} + x; }
-
-INLINE vf vselect(vi keep, vf a, vf b) { return (vf)(((vi)a & keep) | ((vi)b & ~keep)); }
 
 /* vmax, round to nearest and p * 2^n: one instruction each with AVX-512, else portable
  * (vround and vscale2 only for the -125 <= x <= 0 that exp2v passes). */
@@ -63,7 +51,7 @@ INLINE vf vround(vf x) {
 
 INLINE vf vscale2(vf p, vf n) { return (vf)_mm512_scalef_ps((__m512)p, (__m512)n); }
 #else
-INLINE vf vmax(vf a, vf b) { return vselect(a > b, a, b); }
+INLINE vf vmax(vf a, vf b) { return blend(a > b, a, b); }
 
 INLINE vf vround(vf x) {
     return __builtin_convertvector(__builtin_convertvector(x - 0.5f, vi), vf); /* truncation */
@@ -219,7 +207,7 @@ INLINE void softmax_rows(const float *s, void *p, long ldp, int rows, int L, int
             continue;
         }
         const float *sr = s + (long)r * Lp;
-        vf m = vselect(keep, load(sr + last), splat(-INFINITY));
+        vf m = blend(keep, load(sr + last), splat(-INFINITY));
         for (int j = 0; j < last; j += W) m = vmax(m, load(sr + j));
         t[r] = m;
     }
@@ -234,7 +222,7 @@ INLINE void softmax_rows(const float *s, void *p, long ldp, int rows, int L, int
         vf sum = {0};
         for (int j = 0; j < Lp; j += W) {
             vf e = exp2v(load(sr + j) * c - off[r], !bf16);
-            if (j == last) e = vselect(keep, e, (vf){0});
+            if (j == last) e = blend(keep, e, (vf){0});
             if (bf16)
                 store_bf16((uint16_t *)p + r * ldp + j, e);
             else
