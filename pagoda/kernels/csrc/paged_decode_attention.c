@@ -14,8 +14,9 @@
  *
  * With AVX-512 and D = 64 or 128 the scores of 16 tokens are reduced together (one transpose
  * tree instead of a horizontal sum per token and head), the softmax runs 16 scores at a time
- * (libm's scalar expf was 13% of the kernel at batch 36), and each head's output stays in
- * registers over the whole context; otherwise plain loops (the compiler vectorises them).
+ * (libm's scalar expf was 13% of the kernel at batch 36), and the query heads of a KV head
+ * (up to 16 / (D / 16) of them) share one pass over V, their outputs in registers over the
+ * whole context; otherwise plain loops (the compiler vectorises them).
  */
 #include <math.h>
 #ifdef _OPENMP
@@ -163,23 +164,35 @@ INLINE void attend_avx512(const float *qh, const float *k_cache, const float *v_
                                   _mm512_mul_ps(reduce16(part), vscale));
         }
     }
-    for (int g = 0; g < G; g++) {
-        float *s = scores + (long)g * L;
-        const float inv = softmax_avx512(s, L);
-        __m512 acc[8];
-        for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    /* V: one pass per group of up to 16 / C query heads (their outputs fill 16 registers) */
+    const int GV = 16 / C;
+    for (int g0 = 0; g0 < G; g0 += GV) {
+        const int ng = G - g0 < GV ? G - g0 : GV;
+        float inv[4];
+        for (int g = 0; g < ng; g++) inv[g] = softmax_avx512(scores + (long)(g0 + g) * L, L);
+        __m512 acc[16];
+        for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
         slot_walk vw = walk_start(table, block_size);
         for (int t = 0; t < L; t++) {
             const float *v = v_cache + walk_next(&vw) * token_stride + (long)kvh * D;
-            if (g == 0 && t + PREFETCH_AHEAD < L)
+            if (g0 == 0 && t + PREFETCH_AHEAD < L)
                 prefetch_row(v_cache, table, t + PREFETCH_AHEAD, block_size, token_stride, kvh, D);
-            const __m512 p = _mm512_set1_ps(s[t]);
-            for (int c = 0; c < C; c++)
-                acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[c]);
+            __m512 vv[8];
+            for (int c = 0; c < C; c++) vv[c] = _mm512_loadu_ps(v + 16 * c);
+            for (int g = 0; g < GV; g++) {
+                if (g < ng) {
+                    const __m512 p = _mm512_set1_ps(scores[(long)(g0 + g) * L + t]);
+                    for (int c = 0; c < C; c++)
+                        acc[g * C + c] = _mm512_fmadd_ps(p, vv[c], acc[g * C + c]);
+                }
+            }
         }
-        const __m512 vinv = _mm512_set1_ps(inv);
-        for (int c = 0; c < C; c++)
-            _mm512_storeu_ps(oh + (long)g * D + 16 * c, _mm512_mul_ps(acc[c], vinv));
+        for (int g = 0; g < ng; g++) {
+            const __m512 vinv = _mm512_set1_ps(inv[g]);
+            for (int c = 0; c < C; c++)
+                _mm512_storeu_ps(oh + (long)(g0 + g) * D + 16 * c,
+                                 _mm512_mul_ps(acc[g * C + c], vinv));
+        }
     }
 }
 #endif
