@@ -1,5 +1,5 @@
 """Float32 linear layers computed from GGUF Q4_1 / Q8_0 blocks on the CPU (``csrc/gguf_linear.c``):
-the weight stays in its 4.5- or 8.5-bit blocks and is dequantized inside the product, so a
+the weight stays in its 5- or 8.5-bit blocks and is dequantized inside the product, so a
 decode step reads 4-6x fewer bytes than float32 weights. Reference: ``F.linear`` of the
 dequantized weight (:func:`gguf.quants.dequantize`).
 
