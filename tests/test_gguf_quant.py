@@ -19,6 +19,7 @@ from pagoda.core.loader import iter_gguf
 from pagoda.interfaces import GGUFBlocks
 from pagoda.kernels import cpu_gguf_linear
 from pagoda.layers.linear import LinearBase
+from pagoda.plugin_manager import set_plugin_manager
 
 needs_kernel = pytest.mark.skipif(
     cpu_gguf_linear.load() is None, reason="no C compiler or no AVX-512"
@@ -124,3 +125,20 @@ def test_quantization_flag(tmp_path: Path, tokenizer_dir: Path) -> None:
     assert len(out[0].outputs[0].token_ids) == 4
     with pytest.raises(ValueError, match="'awq' is not registered; registered: .*gguf"):
         LLM(path, quantization="awq", kv_cache_memory=8 << 20)
+
+
+def test_gguf_file_runs_dequantized_without_the_gguf_plugin(
+    default_gguf: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the gguf plugin left out of PAGODA_PLUGINS, a GGUF file still loads (its tensors
+    are dequantized anyway) and its linear layers run unquantized."""
+    monkeypatch.setenv("PAGODA_PLUGINS", "llama,torch_attention")
+    set_plugin_manager(None)
+    try:
+        llm = LLM(kv_cache_memory=16 << 20)
+        model = llm.llm_engine.executor.runner.model
+        assert not any(hasattr(m, "gguf_weight") for m in model.modules())
+        out = llm.generate(["The capital of France is"], SamplingParams(max_tokens=4), False)
+        assert len(out[0].outputs[0].token_ids) == 4
+    finally:
+        set_plugin_manager(None)

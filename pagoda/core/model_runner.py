@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pagoda.config import EngineConfig
+from pagoda.config import EngineConfig, is_gguf
 from pagoda.core.cpu_memory import keep_freed_cpu_memory
 from pagoda.core.cuda_graphs import CUDAGraphRunner, supports_graphs
 from pagoda.core.device_inputs import DeviceInputs, PreviousSample, fill_pending, host_to_device
@@ -121,6 +121,11 @@ class ModelRunner:
         if name is None:
             return None
         registry = plugins.quant_methods
+        if name not in registry and m.quantization is None and is_gguf(m.model_path):
+            # The GGUF loader dequantizes every tensor, so the file also runs unquantized
+            # (e.g. with the gguf plugin left out of PAGODA_PLUGINS).
+            logger.info("quantization method %r is not registered: running dequantized", name)
+            return None
         if name not in registry:
             known = ", ".join(registry.names()) or "(none)"
             raise ValueError(f"quantization method {name!r} is not registered; registered: {known}")
