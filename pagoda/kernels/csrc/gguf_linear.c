@@ -30,12 +30,8 @@
 
 #define PANEL 32
 #define QK 32     /* inputs per GGUF block */
-#ifndef KC
-#define KC 256 /* inputs dequantized at a time: a 32 KB buffer */
-#endif
-#ifndef MR
-#define MR 12 /* rows of x per register tile: 24 accumulators */
-#endif
+#define KC 256    /* inputs dequantized at a time: a 32 KB buffer */
+#define MR 12     /* rows of x per register tile: 24 accumulators (tile_any's cases) */
 /* Bytes ahead of the block being dequantized that are prefetched. The blocks are read in
  * order, but the hardware prefetcher alone left 1-8-row products short of the bandwidth
  * (the default model's step at 1 row: 8.6 -> 6.6 ms). */
@@ -44,8 +40,6 @@
 #endif
 
 enum { FORMAT_Q4_1 = 0, FORMAT_Q8_0 = 1 };
-
-static long block_bytes(int format) { return format == FORMAT_Q4_1 ? 640 : 1088; }
 
 int gguf_linear_supported(void) {
 #ifdef __AVX512F__
@@ -57,6 +51,8 @@ int gguf_linear_supported(void) {
 
 #ifdef __AVX512F__
 #define INLINE static inline __attribute__((always_inline))
+
+static long block_bytes(int format) { return format == FORMAT_Q4_1 ? 640 : 1088; }
 
 /* One Q4_1 block of a panel -> buf[32 inputs][32 columns]. */
 INLINE void dequant_q4_1(const uint8_t *rec, float *buf) {
@@ -130,8 +126,8 @@ INLINE void tile(int rows, const float *x, long x_stride, const float *buf, int 
     }
 }
 
-#define TILE_CASE(n)                                                             \
-    case n:                                                                      \
+#define TILE_CASE(n)                                                \
+    case n:                                                         \
         tile(n, x, x_stride, buf, kc, out, out_stride, accumulate); \
         break;
 
@@ -140,9 +136,6 @@ static void tile_any(int rows, const float *x, long x_stride, const float *buf, 
     switch (rows) {
         TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
         TILE_CASE(7) TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12)
-#if MR >= 14
-        TILE_CASE(13) TILE_CASE(14)
-#endif
     }
 }
 #endif
@@ -183,7 +176,7 @@ int gguf_linear_f32(const float *x, long x_stride, const uint8_t *packed, int fo
     return 0;
 #else
     (void)x, (void)x_stride, (void)packed, (void)format, (void)out, (void)out_stride;
-    (void)M, (void)N, (void)K, (void)num_threads, (void)block_bytes;
+    (void)M, (void)N, (void)K, (void)num_threads;
     return 1;
 #endif
 }
