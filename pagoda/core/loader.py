@@ -68,9 +68,6 @@ def _unpermute_rope(w: torch.Tensor, num_heads: int) -> torch.Tensor:
     )
 
 
-_UNQUANTIZED_GGUF_TYPES = ("F32", "F16", "BF16", "F64")
-
-
 def iter_gguf(path: str, hf_config: object) -> Iterator[tuple[str, torch.Tensor]]:
     """All tensors of a GGUF file, dequantized to float32, under HF names.
 
@@ -92,16 +89,15 @@ def iter_gguf(path: str, hf_config: object) -> Iterator[tuple[str, torch.Tensor]
         data = torch.tensor(
             gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=torch.float32
         )
-        type_name = tensor.tensor_type.name
-        raw = None
-        if type_name not in _UNQUANTIZED_GGUF_TYPES and tensor.data.ndim == 2:
-            raw = torch.from_numpy(tensor.data.copy())
+        block_size, _ = gguf.GGML_QUANT_SIZES[tensor.tensor_type]
+        quantized = block_size > 1 and tensor.data.ndim == 2  # blocks, not plain numbers
+        raw = torch.from_numpy(tensor.data.copy()) if quantized else None
         if arch == "llama" and key in ("blk.{}.attn_q.weight", "blk.{}.attn_k.weight"):
             heads = num_heads if "attn_q" in key else num_kv_heads
             data = _unpermute_rope(data, heads)
             raw = None if raw is None else _unpermute_rope(raw, heads).contiguous()
         if raw is not None:
-            data.source_blocks = GGUFBlocks(type_name, raw)  # type: ignore[attr-defined]
+            data.source_blocks = GGUFBlocks(tensor.tensor_type.name, raw)  # type: ignore[attr-defined]
         yield hf_name, data
 
 
