@@ -121,12 +121,12 @@ class ModelRunner:
         if name is None:
             return None
         registry = plugins.quant_methods
-        if name not in registry and m.quantization is None and is_gguf(m.model_path):
-            # The GGUF loader dequantizes every tensor, so the file also runs unquantized
-            # (e.g. with the gguf plugin left out of PAGODA_PLUGINS).
-            logger.info("quantization method %r is not registered: running dequantized", name)
-            return None
         if name not in registry:
+            if m.quantization is None and is_gguf(m.model_path):
+                # The GGUF loader dequantizes every tensor, so the file also runs unquantized
+                # (e.g. with the gguf plugin left out of PAGODA_PLUGINS).
+                logger.info("quantization method %r is not registered: running dequantized", name)
+                return None
             known = ", ".join(registry.names()) or "(none)"
             raise ValueError(f"quantization method {name!r} is not registered; registered: {known}")
         logger.info("quantization method: %s", name)

@@ -33,12 +33,7 @@ class GGUFLinearMethod(UnquantizedLinearMethod):
         self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         packed = getattr(layer, "gguf_weight", None)
-        if (
-            packed is not None
-            and x.dim() == 2
-            and x.shape[0] <= MAX_ROWS
-            and cpu_gguf_linear.supports(x)
-        ):
+        if packed is not None and cpu_gguf_linear.supports(x) and x.shape[0] <= MAX_ROWS:
             return cpu_gguf_linear.linear(x, packed, bias)
         return super().apply(layer, x, bias)
 
