@@ -1,5 +1,6 @@
 """Where a throughput recipe's time goes on CUDA: wall time per kind of engine step (pure
-decode by batch size, or with prefill), then GPU kernel time by kernel under the profiler.
+decode by batch size, or with prefill) with the host's share of it, then GPU kernel time by
+kernel and the GPU's idle gaps under the profiler.
 
     python benchmarks/profile_throughput.py nano|serving [--no-profile] [--budgets=8192,2048]
         [--seqs=256,128] [--max-num-seqs=N] [--max-num-batched-tokens=N]
@@ -18,10 +19,13 @@ import time
 from collections import defaultdict
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from pagoda import LLM, SamplingParams
 from pagoda.bench.workload import lognormal_workload, nano_vllm_workload
+from pagoda.core.model_runner import LaunchedStep
+from pagoda.kernels import pdl
 
 
 def int_list(text: str) -> list[int]:
@@ -35,7 +39,12 @@ parser.add_argument("--budgets", type=int_list, default=[], help="max_num_batche
 parser.add_argument("--seqs", type=int_list, default=[], help="max_num_seqs list")
 parser.add_argument("--max-num-seqs", type=int, help="engine setting (default: the recipe's)")
 parser.add_argument("--max-num-batched-tokens", type=int, help="engine setting")
+parser.add_argument(
+    "--no-pdl", action="store_true", help="plain launches, so kernel times do not overlap"
+)
 args = parser.parse_args()
+if args.no_pdl:
+    pdl.ENABLED = False
 which = args.recipe
 if which == "nano":
     model = "benchmarks/configs/qwen3-0.6b"
@@ -80,23 +89,52 @@ def compiled_variants() -> dict[str, int]:
 
 engine = llm.llm_engine
 schedule = engine.scheduler.schedule
+launch = engine._launch
+result = LaunchedStep.result
+
+
+def step_kind(decodes: int, tokens: int) -> str:
+    if tokens == 0:
+        return "empty"
+    if tokens > decodes:
+        return f"prefill({'mixed' if decodes else 'only'})"
+    low = 1 << max(0, decodes.bit_length() - 1)
+    return f"decode {low:>3}-{2 * low - 1}"
 
 
 def timed_run(label: str) -> None:
-    """One generate of the workload: tok/s and wall time per kind of step."""
+    """One generate of the workload: tok/s, wall time per kind of step, and of that the host's
+    time launching the step and waiting for the previous step's tokens."""
     steps: list[tuple[float, int, int]] = []  # (time at schedule, decodes, tokens)
+    host: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # kind -> [launch, wait]
+    current = ["empty"]
 
     def recorded_schedule():
         out = schedule()
         steps.append((time.perf_counter(), out.num_decodes, out.num_tokens))
+        current[0] = step_kind(out.num_decodes, out.num_tokens)
         return out
 
+    def timed(index: int, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                host[current[0]][index] += time.perf_counter() - t0
+
+        return wrapper
+
     engine.scheduler.schedule = recorded_schedule
+    engine._launch = timed(0, launch)
+    LaunchedStep.result = timed(1, result)
     before = compiled_variants()
     start = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
     elapsed = time.perf_counter() - start
     engine.scheduler.schedule = schedule
+    del engine._launch
+    LaunchedStep.result = result
     after = compiled_variants()
     produced = sum(len(o.outputs[0].token_ids) for o in outputs)
     print(
@@ -106,19 +144,60 @@ def timed_run(label: str) -> None:
     )
     groups: dict[str, list[float]] = defaultdict(list)
     for (t0, decodes, tokens), (t1, _, _) in zip(steps, steps[1:], strict=False):
-        if tokens == 0:
-            kind = "empty"
-        elif tokens > decodes:
-            kind = f"prefill({'mixed' if decodes else 'only'})"
-        else:
-            low = 1 << max(0, decodes.bit_length() - 1)
-            kind = f"decode {low:>3}-{2 * low - 1}"
-        groups[kind].append(t1 - t0)
+        groups[step_kind(decodes, tokens)].append(t1 - t0)
+    print("  step kind          steps   wall s  mean ms  launch ms  wait ms (of the previous step)")
     for kind in sorted(groups):
         d = groups[kind]
+        launched, waited = (v / len(d) * 1e3 for v in host[kind])
         print(
-            f"  {kind:18s} {len(d):5d} steps {sum(d):7.3f} s  mean {sum(d) / len(d) * 1e3:7.3f} ms"
+            f"  {kind:18s} {len(d):5d} {sum(d):8.3f} {sum(d) / len(d) * 1e3:8.3f} "
+            f"{launched:10.3f} {waited:8.3f}"
         )
+
+
+def kernel_family(name: str) -> str:
+    for key, family in (
+        ("_gemv_kernel", "linear: Triton GEMV"),
+        ("nvjet", "linear: cuBLAS"),
+        ("gemm", "linear: cuBLAS"),
+        ("cutlass", "linear: cuBLAS"),
+        ("_decode_", "decode attention"),
+        ("_prefill_kernel", "prefill attention"),
+        ("_rms_norm", "RMSNorm"),
+        ("_rotary", "rotary"),
+        ("_write_kv", "KV write"),
+        ("_silu", "SiLU-and-mul"),
+    ):
+        if key in name:
+            return family
+    return "other (sampling, copies, ...)"
+
+
+def gpu_idle(prof: profile) -> None:
+    """GPU busy time (the union of kernel and copy intervals) against the span they cover, and
+    the idle gaps between them by length."""
+    spans = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type == DeviceType.CUDA
+    )
+    busy, gaps = 0.0, defaultdict(lambda: [0, 0.0])
+    end = spans[0][0]
+    for s, e in spans:
+        if s > end:
+            gap = s - end
+            bucket = next(b for b in (5, 20, 100, 1000, float("inf")) if gap < b)
+            gaps[bucket][0] += 1
+            gaps[bucket][1] += gap
+            busy += e - s
+        else:
+            busy += max(0.0, e - end)
+        end = max(end, e)
+    span = spans[-1][1] - spans[0][0]
+    print(f"GPU busy {busy / 1e6:.3f} s of {span / 1e6:.3f} s ({busy / span:.1%})")
+    for bucket in sorted(gaps):
+        n, total = gaps[bucket]
+        print(f"  idle gaps < {bucket} us: {n} gaps, {total / 1e6:.3f} s")
 
 
 if not args.budgets and not args.seqs:
@@ -137,4 +216,11 @@ if not args.no_profile:
     events = prof.key_averages()
     total = sum(e.self_device_time_total for e in events)
     print(f"GPU kernel time {total / 1e6:.2f} s (profiled run)")
+    gpu_idle(prof)
+    families: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.self_device_time_total:
+            families[kernel_family(e.key)] += e.self_device_time_total
+    for family, us in sorted(families.items(), key=lambda kv: -kv[1]):
+        print(f"  {family:24s} {us / 1e6:7.3f} s")
     print(events.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60))
