@@ -101,13 +101,17 @@ def test_write_kv_matches_reference_cuda():
 # Decode
 
 
-def _check_decode(lengths, heads, kv_heads, dim, block_size, dtype, num_splits, seed):
+def _check_decode(
+    lengths, heads, kv_heads, dim, block_size, dtype, num_splits, seed, min_chunk=None
+):
     cache, tables = _paged_cache(lengths, block_size, kv_heads, dim, dtype, seed)
     q = _randn(len(lengths), heads, dim, gen=_gen(seed + 1), dtype=dtype)
     seq_lens = torch.tensor(lengths, dtype=torch.int32, device=DEVICE)
     scale = dim**-0.5
     expected = ta.paged_decode_attention_ref(q, cache, tables, seq_lens, scale)
-    out = ta.paged_decode_attention(q, cache, tables, seq_lens, scale, num_splits=num_splits)
+    out = ta.paged_decode_attention(
+        q, cache, tables, seq_lens, scale, num_splits=num_splits, min_chunk=min_chunk
+    )
     assert out.dtype == dtype and out.shape == q.shape
     torch.testing.assert_close(out, expected, **TOL[dtype])
 
@@ -117,6 +121,20 @@ def _check_decode(lengths, heads, kv_heads, dim, block_size, dtype, num_splits, 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decode_matches_reference(heads, kv_heads, dtype, num_splits):
     _check_decode([1, 5, 17, 33], heads, kv_heads, 32, 16, dtype, num_splits, seed=heads)
+
+
+def test_decode_min_chunk_splits_only_long_contexts():
+    # Spans of at least 48 tokens: 1-48 tokens read in one span (written directly), 49-96 in
+    # two, longer contexts in four (the most allowed) spans of equal whole tiles.
+    _check_decode([1, 48, 49, 100, 170], 8, 2, 32, 16, torch.float32, 4, seed=5, min_chunk=48)
+
+
+@pytest.mark.parametrize(
+    "num_reqs,plan", [(1, (32, 0)), (4, (16, 0)), (8, (8, 256)), (32, (8, 256)), (33, (1, 0))]
+)
+def test_decode_split_plan_on_132_sms(monkeypatch, num_reqs, plan):
+    monkeypatch.setattr(ta, "_sm_count", lambda device: 132)
+    assert ta.decode_split_plan(num_reqs, 8, torch.device("cuda")) == plan
 
 
 @pytest.mark.parametrize("dim,block_size,dtype", [(64, 32, torch.float16), (48, 16, torch.float32)])

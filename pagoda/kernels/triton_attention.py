@@ -23,7 +23,7 @@ from pagoda.kernels.attention_ref import prefill_attention as _prefill_attention
 from pagoda.kernels.attention_ref import write_kv as write_kv_ref
 
 __all__ = [
-    "decode_num_splits",
+    "decode_split_plan",
     "paged_decode_attention",
     "paged_decode_attention_ref",
     "prefill_attention",
@@ -123,6 +123,17 @@ def write_kv(
 _INDEX_ARRAYS = ["bt_ptr", "seq_lens_ptr"]
 
 
+@triton.jit
+def _decode_split_span(seq_len, NUM_SPLITS: tl.constexpr, MIN_CHUNK: tl.constexpr, BLOCK_N):
+    """(tokens per split, splits that hold tokens) of a request's context: at most NUM_SPLITS
+    equal spans of whole tiles, each at least MIN_CHUNK tokens, so a short context is not cut
+    into pieces that cost more to merge than to read while a long one in the same batch is
+    split evenly."""
+    per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    per_split = tl.maximum(per_split, MIN_CHUNK)
+    return per_split, tl.cdiv(seq_len, per_split)
+
+
 @triton.jit(do_not_specialize_on_alignment=_INDEX_ARRAYS)
 def _decode_split_kernel(
     q_ptr,
@@ -144,6 +155,7 @@ def _decode_split_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    MIN_CHUNK: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -158,7 +170,9 @@ def _decode_split_kernel(
     GROUP: tl.constexpr = NUM_HEADS // KV_HEADS
 
     seq_len = tl.load(seq_lens_ptr + b)
-    per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    per_split, active = _decode_split_span(seq_len, NUM_SPLITS, MIN_CHUNK, BLOCK_N)
+    if split >= active:
+        return
     start = split * per_split
     end = tl.minimum(start + per_split, seq_len)
 
@@ -210,10 +224,9 @@ def _decode_split_kernel(
         acc = acc * alpha[:, None] + pv
         m_i = m_new
 
-    empty = l_i == 0.0
-    o = acc / tl.where(empty, 1.0, l_i)[:, None]
+    o = acc / l_i[:, None]  # an active split holds at least one token
     out_mask = h_mask[:, None] & d_mask[None, :]
-    if NUM_SPLITS == 1:
+    if active == 1:
         tl.store(
             out_ptr + b.to(tl.int64) * stride_ob + heads[:, None] * stride_oh + offs_d[None, :],
             o.to(out_ptr.dtype.element_ty),
@@ -222,12 +235,12 @@ def _decode_split_kernel(
     else:
         row = (b.to(tl.int64) * NUM_HEADS + heads) * NUM_SPLITS + split
         tl.store(mid_o_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], o, mask=out_mask)
-        lse = tl.where(empty, float("-inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
-        tl.store(mid_lse_ptr + row, lse, mask=h_mask)
+        tl.store(mid_lse_ptr + row, m_i + tl.log2(l_i), mask=h_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize_on_alignment=["seq_lens_ptr"])
 def _decode_reduce_kernel(
+    seq_lens_ptr,
     mid_o_ptr,
     mid_lse_ptr,
     out_ptr,
@@ -236,6 +249,8 @@ def _decode_reduce_kernel(
     NUM_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    MIN_CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     BLOCK_S: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PDL: tl.constexpr,
@@ -243,12 +258,15 @@ def _decode_reduce_kernel(
     pdl.await_previous(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
+    _, active = _decode_split_span(tl.load(seq_lens_ptr + b), NUM_SPLITS, MIN_CHUNK, BLOCK_N)
+    if active == 1:
+        return  # the split kernel wrote this request's output
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < NUM_SPLITS
+    s_mask = offs_s < active
     row = (b.to(tl.int64) * NUM_HEADS + h) * NUM_SPLITS
     lse = tl.load(mid_lse_ptr + row + offs_s, mask=s_mask, other=float("-inf"))
-    m = tl.max(lse, 0)  # finite: split 0 always holds tokens (seq_len >= 1)
+    m = tl.max(lse, 0)
     w = tl.exp2(lse - m)
     o = tl.load(
         mid_o_ptr + (row + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
@@ -266,33 +284,52 @@ def _decode_reduce_kernel(
 _SM_COUNT: dict[int, int] = {}
 
 
-def decode_num_splits(num_reqs: int, kv_heads: int, device: torch.device) -> int:
-    """How many KV splits per (request, KV head): enough programs for about two per SM, at
-    most 32 (a sweep on H100 at batch 8 x 8k and batch 1 x 32k context found 2 per SM beat 4
-    per SM by 25-45%). It depends on the batch shape only (not on context lengths), so a CUDA
-    graph captured for a batch size stays valid; splits past a short context exit at once."""
-    if device.type != "cuda":
-        return 4 if num_reqs * kv_heads < 8 else 1
+def _sm_count(device: torch.device) -> int:
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _SM_COUNT:
         _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    want = 2 * _SM_COUNT[index]
+    return _SM_COUNT[index]
+
+
+# Mid-size batches: this many splits, each of at least _MID_BATCH_SPAN tokens (H100 sweep of
+# benchmarks/decode_sweep.py --splits, docs/perf.md).
+_MID_BATCH_SPLITS = 8
+_MID_BATCH_SPAN = 256
+
+
+def decode_split_plan(num_reqs: int, kv_heads: int, device: torch.device) -> tuple[int, int]:
+    """(splits, minimum tokens per split; 0 for one tile) of each (request, KV head)'s
+    context, from the number of such programs against the SM count:
+
+    - at least 2 per SM: no splits;
+    - at least a third of the SMs: 8 splits of at least 256 tokens, so the long contexts of a
+      ragged batch are cut into pieces while short ones are read whole (batch 16-32 of
+      Llama-3.1-8B's recipe-3 contexts: 10-15% faster than 2-4 equal splits);
+    - fewer: enough splits for about two programs per SM, at most 32 (at batch 8 x 8k and
+      batch 1 x 32k, 2 per SM beat 4 per SM by 25-45%).
+
+    It depends on the batch shape only (not on context lengths), so a CUDA graph captured for
+    a batch size stays valid; splits past a context's end exit at once."""
     programs = max(1, num_reqs * kv_heads)
-    if programs >= want:
-        return 1
-    return min(32, triton.next_power_of_2(-(-want // programs)))
+    if device.type != "cuda":
+        return (4 if programs < 8 else 1), 0
+    sms = _sm_count(device)
+    if programs >= 2 * sms:
+        return 1, 0
+    if 3 * programs >= sms:
+        return _MID_BATCH_SPLITS, _MID_BATCH_SPAN
+    return min(32, triton.next_power_of_2(-(-2 * sms // programs))), 0
 
 
-def _decode_tiles(num_splits: int, dim: int) -> tuple[int, int, int]:
+def _decode_tiles(dim: int) -> tuple[int, int, int]:
     """(BLOCK_N, num_warps, num_stages) of the split kernel. It may depend on the batch shape
     only (never on context lengths): CUDA graphs capture it once per batch size."""
     if _interpreting():
         return 16, 4, 1
-    block_n = 64 if dim <= 128 else 32
-    # A third stage in flight helps split contexts, which are short at small batches; it kept
-    # batch-1 ITL at 5.97-6.00 ms for 256-1,024 tokens of context while its slope stayed at
-    # 2.94 TB/s (32-token tiles: 5.95-6.03 ms but 2.34 TB/s; H100, docs/perf.md).
-    return block_n, 4, 3 if num_splits > 1 else 2
+    # Three stages in flight: at batch 64 x 4k, 3.00 TB/s against 2.75 with two; at batch 1
+    # they kept ITL at 5.97-6.00 ms for 256-1,024 tokens of context and its slope at 2.94
+    # TB/s (32-token tiles: 5.95-6.03 ms but 2.34 TB/s; H100, docs/perf.md).
+    return (64 if dim <= 128 else 32), 4, 3
 
 
 def paged_decode_attention(
@@ -304,13 +341,16 @@ def paged_decode_attention(
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
     config: tuple[int, int, int] | None = None,
+    min_chunk: int | None = None,
 ) -> torch.Tensor:
     """One query token per request over its paged context (flash-decoding).
 
     q [B, H, D] (last dim contiguous); kv_cache [2, num_blocks, block_size, KVH, D] contiguous;
     block_tables [B, max_blocks] int32; seq_lens [B] int32 on q's device, each >= 1.
-    Returns (or fills ``out``) [B, H, D] in q's dtype; accumulation is float32. ``config``
-    (BLOCK_N, num_warps, num_stages) overrides the default tiles (for tuning)."""
+    Returns (or fills ``out``) [B, H, D] in q's dtype; accumulation is float32. A context is
+    read in at most ``num_splits`` spans of at least ``min_chunk`` tokens (0: one tile; both
+    default to :func:`decode_split_plan`). ``config`` (BLOCK_N, num_warps, num_stages)
+    overrides the default tiles (for tuning)."""
     batch, heads, dim = q.shape
     _, num_blocks, block_size, kv_heads, _ = kv_cache.shape
     if out is None:
@@ -319,8 +359,11 @@ def paged_decode_attention(
         return out
     assert kv_cache.is_contiguous() and q.stride(2) == 1 and out.stride(2) == 1
     assert block_tables.stride(1) == 1 and heads % kv_heads == 0
+    planned_splits, planned_span = decode_split_plan(batch, kv_heads, q.device)
     if num_splits is None:
-        num_splits = decode_num_splits(batch, kv_heads, q.device)
+        num_splits = planned_splits
+    if min_chunk is None:
+        min_chunk = planned_span if num_splits == planned_splits else 0
     group = heads // kv_heads
     block_d = triton.next_power_of_2(dim)
     upcast, ieee = _dot_args(q.dtype)
@@ -329,7 +372,7 @@ def paged_decode_attention(
         mid_lse = torch.empty(batch, heads, num_splits, dtype=torch.float32, device=q.device)
     else:
         mid_o = mid_lse = out  # unused
-    block_n, warps, stages = config or _decode_tiles(num_splits, dim)
+    block_n, warps, stages = config or _decode_tiles(dim)
     _decode_split_kernel[(batch, kv_heads, num_splits)](
         q,
         kv_cache,
@@ -350,6 +393,7 @@ def paged_decode_attention(
         HEAD_DIM=dim,
         BLOCK_SIZE=block_size,
         NUM_SPLITS=num_splits,
+        MIN_CHUNK=min_chunk,
         BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_N=block_n,
         BLOCK_D=block_d,
@@ -361,6 +405,7 @@ def paged_decode_attention(
     )
     if num_splits > 1:
         _decode_reduce_kernel[(batch, heads)](
+            seq_lens,
             mid_o,
             mid_lse,
             out,
@@ -369,6 +414,8 @@ def paged_decode_attention(
             NUM_HEADS=heads,
             HEAD_DIM=dim,
             NUM_SPLITS=num_splits,
+            MIN_CHUNK=min_chunk,
+            BLOCK_N=block_n,
             BLOCK_S=triton.next_power_of_2(num_splits),
             BLOCK_D=block_d,
             num_warps=1 if dim * num_splits <= 2048 else 4,
