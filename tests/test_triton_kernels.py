@@ -124,8 +124,8 @@ def test_decode_matches_reference(heads, kv_heads, dtype, num_splits):
 
 
 def test_decode_min_chunk_splits_only_long_contexts():
-    # Spans of at least 48 tokens: 1-48 tokens read in one span (written directly), 49-96 in
-    # two, longer contexts in four (the most allowed) spans of equal whole tiles.
+    # Spans of at least 48 tokens: 1-48 tokens read in one span (the other splits are empty),
+    # 49-96 in two, longer contexts in up to four (the most allowed) spans of whole tiles.
     _check_decode([1, 48, 49, 100, 170], 8, 2, 32, 16, torch.float32, 4, seed=5, min_chunk=48)
 
 
