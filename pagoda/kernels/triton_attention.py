@@ -300,7 +300,7 @@ def decode_split_plan(num_reqs: int, kv_heads: int, device: torch.device) -> tup
     """(splits, minimum tokens per split; 0 for one tile) of each (request, KV head)'s
     context, from the number of such programs against the SM count:
 
-    - at least 2 per SM: no splits;
+    - at least 2 programs per SM: no splits;
     - at least a third of the SMs: 8 splits of at least 256 tokens, so the long contexts of a
       ragged batch are cut into pieces while short ones are read whole (batch 16-32 of
       Llama-3.1-8B's recipe-3 contexts: 10-15% faster than 2-4 equal splits);
@@ -308,7 +308,7 @@ def decode_split_plan(num_reqs: int, kv_heads: int, device: torch.device) -> tup
       batch 1 x 32k, 2 per SM beat 4 per SM by 25-45%).
 
     It depends on the batch shape only (not on context lengths), so a CUDA graph captured for
-    a batch size stays valid; splits past a context's end exit at once."""
+    a batch size stays valid; splits past a context's end read nothing."""
     programs = max(1, num_reqs * kv_heads)
     if device.type != "cuda":
         return (4 if programs < 8 else 1), 0
