@@ -14,6 +14,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from gemv_sweep import time_graph  # this folder's script (sys.path[0])
 
 from pagoda import LLM, SamplingParams
 from pagoda.kernels.triton_attention import paged_decode_attention, prefill_attention
@@ -53,7 +54,12 @@ def decode_attention(batch: int, context: int) -> dict[str, float]:
     tables = tables.view(batch, blocks_per_seq)
     lens = torch.full((batch,), context, dtype=torch.int32, device="cuda")
     q = torch.randn(batch, HEADS, DIM, dtype=torch.bfloat16, device="cuda")
-    seconds = cuda_time(lambda: paged_decode_attention(q, cache, tables, lens, DIM**-0.5))
+    # Replayed from a CUDA graph, as the engine runs it: eager launches of a ~60 us kernel pair
+    # let the host launch show through (66-142 us between runs, docs/perf.md).
+    out = torch.empty_like(q)
+    seconds = time_graph(
+        lambda _: paged_decode_attention(q, cache, tables, lens, DIM**-0.5, out=out), 1
+    )
     kv_bytes = batch * context * KV_HEADS * DIM * 2 * 2
     return {
         "batch": batch,
