@@ -4,11 +4,13 @@ baseline in the same run), and the whole-engine decode ITL = a + b x context fit
 over contexts 256..32k on the Llama-3.1-8B shape, with b against the KV-read floor.
 
     python benchmarks/kernel_efficiency.py [--skip-itl] [--output-json FILE]
+    python benchmarks/kernel_efficiency.py --sweep-prefill   # the prefill kernel's tiles
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
@@ -69,7 +71,7 @@ def decode_attention(batch: int, context: int) -> dict[str, float]:
     }
 
 
-def prefill(tokens: int) -> dict[str, float]:
+def prefill(tokens: int, config: tuple[int, int, int, int] | None = None) -> dict[str, float]:
     blocks = tokens // BLOCK
     cache = torch.randn(2, blocks, BLOCK, KV_HEADS, DIM, dtype=torch.bfloat16, device="cuda")
     tables = torch.arange(blocks, dtype=torch.int32, device="cuda").view(1, blocks)
@@ -78,7 +80,7 @@ def prefill(tokens: int) -> dict[str, float]:
     lens = torch.tensor([tokens], dtype=torch.int32, device="cuda")
     ours = cuda_time(
         lambda: prefill_attention(
-            q, q, q, cache, qsl, lens, tables, DIM**-0.5, max_query_len=tokens
+            q, q, q, cache, qsl, lens, tables, DIM**-0.5, max_query_len=tokens, config=config
         )
     )
     # Dense causal SDPA on the same shapes (K/V repeated for GQA), not paged: the baseline.
@@ -135,12 +137,30 @@ def itl_fit(contexts: list[int], new_tokens: int = 48) -> dict[str, object]:
     }
 
 
+def sweep_prefill(tokens: int = 8192) -> None:
+    """Causal prefill TFLOP/s of each (BLOCK_M, BLOCK_N, num_warps, num_stages), best first."""
+    timed = []
+    for config in [None, *itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4))]:
+        try:
+            timed.append((prefill(tokens, config)["tflops"], config))
+        except Exception as exc:  # noqa: BLE001 (out of shared memory etc.)
+            print(f"  {config} failed: {type(exc).__name__}")
+    timed.sort(key=lambda t: -t[0])
+    print("causal prefill 8k, TFLOP/s: " + ", ".join(f"{c} {t:.0f}" for t, c in timed))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-itl", action="store_true")
     parser.add_argument("--output-json", default=None)
+    parser.add_argument(
+        "--sweep-prefill", action="store_true", help="only time the prefill kernel's tile configs"
+    )
     args = parser.parse_args()
     print(torch.cuda.get_device_name())
+    if args.sweep_prefill:
+        sweep_prefill()
+        return
     ceiling = copy_bandwidth()
     print(f"copy bandwidth: {ceiling / 1e12:.2f} TB/s")
     results: dict[str, object] = {"copy_bytes_per_s": ceiling}

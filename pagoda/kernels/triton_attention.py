@@ -124,6 +124,36 @@ _INDEX_ARRAYS = ["bt_ptr", "seq_lens_ptr"]
 
 
 @triton.jit
+def _online_softmax_tile(
+    acc, m_i, l_i, q, k, v, qk_scale, visible, MASKED: tl.constexpr, UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
+):  # fmt: skip
+    """One key tile of flash attention's online softmax: scores of ``q`` against ``k`` (keys
+    outside ``visible`` dropped when MASKED), then the running max ``m_i``, sum ``l_i`` and
+    output ``acc`` updated with ``v``. At least one key of the tile must be visible to each
+    row that has seen none yet."""
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = s * qk_scale
+    if MASKED:
+        s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if IEEE:
+        pv = tl.dot(p, v, input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    return acc * alpha[:, None] + pv, m_new, l_i
+
+
+@triton.jit
 def _decode_split_span(seq_len, NUM_SPLITS: tl.constexpr, MIN_CHUNK: tl.constexpr, BLOCK_N):
     """Tokens per split of a request's context: at most NUM_SPLITS equal spans of whole tiles,
     each at least MIN_CHUNK tokens, so a short context is not cut into pieces that cost more
@@ -201,24 +231,9 @@ def _decode_split_kernel(
         v = tl.load(
             cache_ptr + v_offset + kv_off[:, None] + offs_d[None, :], mask=kv_mask, other=0.0
         )
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = tl.where(n_mask[None, :], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            pv = tl.dot(p, v, input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+        acc, m_i, l_i = _online_softmax_tile(
+            acc, m_i, l_i, q, k, v, qk_scale, n_mask[None, :], True, UPCAST, IEEE
+        )
 
     empty = l_i == 0.0  # a split past the context's end
     o = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -444,6 +459,32 @@ def paged_decode_attention_ref(
 # Prefill: flat varlen batch, causal with an offset, everything read through the block table
 
 
+@triton.jit
+def _prefill_tile(
+    acc, m_i, l_i, q, q_pos, n0, kv_end, bt_row, cache_ptr, v_offset, kvh, qk_scale,
+    offs_n, offs_d, d_mask, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr, MASKED: tl.constexpr,
+):  # fmt: skip
+    """Read keys n0.. from the paged cache and fold them into the online softmax of the query
+    tile ``q`` (rows at context positions ``q_pos``); MASKED applies causality and the
+    context's end."""
+    tok = n0 + offs_n
+    n_mask = tok < kv_end  # all true in the unmasked loop
+    if MASKED:
+        block = tl.load(bt_row + tok // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+    else:
+        block = tl.load(bt_row + tok // BLOCK_SIZE).to(tl.int64)
+        kv_mask = d_mask[None, :]
+    kv_off = ((block * BLOCK_SIZE + tok % BLOCK_SIZE) * KV_HEADS + kvh) * HEAD_DIM
+    k = tl.load(cache_ptr + kv_off[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(cache_ptr + v_offset + kv_off[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+    # Applied only when MASKED. Key 0 is in a query tile's first key tile, so every row sees
+    # a key there.
+    visible = (tok[None, :] <= q_pos[:, None]) & n_mask[None, :]
+    return _online_softmax_tile(acc, m_i, l_i, q, k, v, qk_scale, visible, MASKED, UPCAST, IEEE)
+
+
 @triton.jit(do_not_specialize_on_alignment=[*_INDEX_ARRAYS, "qsl_ptr"])
 def _prefill_kernel(
     q_ptr,
@@ -501,40 +542,20 @@ def _prefill_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     bt_row = bt_ptr + b.to(tl.int64) * stride_bt
     q_pos = prefix + offs_m
-    # Keys below `full_end` are visible to every row of this tile; the rest need the mask.
+    # Keys below `full_end` are visible to every row of this tile: that loop has no mask, so
+    # its loads and softmax carry no per-element conditions; the rest (the diagonal) do.
     full_end = (prefix + m0) // BLOCK_N * BLOCK_N
     kv_end = tl.minimum(seq_len, prefix + m0 + BLOCK_M)
-    for n0 in range(0, kv_end, BLOCK_N):
-        tok = n0 + offs_n
-        n_mask = tok < kv_end
-        block = tl.load(bt_row + tok // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-        kv_off = ((block * BLOCK_SIZE + tok % BLOCK_SIZE) * KV_HEADS + kvh) * HEAD_DIM
-        kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(cache_ptr + kv_off[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(
-            cache_ptr + v_offset + kv_off[:, None] + offs_d[None, :], mask=kv_mask, other=0.0
-        )
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = s * qk_scale
-        if n0 >= full_end:
-            visible = (tok[None, :] <= q_pos[:, None]) & n_mask[None, :]
-            s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: key 0 is in the first tile
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            pv = tl.dot(p, v, input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+    for n0 in range(0, full_end, BLOCK_N):
+        acc, m_i, l_i = _prefill_tile(
+            acc, m_i, l_i, q, q_pos, n0, kv_end, bt_row, cache_ptr, v_offset, kvh, qk_scale,
+            offs_n, offs_d, d_mask, KV_HEADS, HEAD_DIM, BLOCK_SIZE, UPCAST, IEEE, False,
+        )  # fmt: skip
+    for n0 in range(full_end, kv_end, BLOCK_N):
+        acc, m_i, l_i = _prefill_tile(
+            acc, m_i, l_i, q, q_pos, n0, kv_end, bt_row, cache_ptr, v_offset, kvh, qk_scale,
+            offs_n, offs_d, d_mask, KV_HEADS, HEAD_DIM, BLOCK_SIZE, UPCAST, IEEE, True,
+        )  # fmt: skip
 
     o = acc / l_i[:, None]
     tl.store(
@@ -561,13 +582,15 @@ def prefill_attention(
     scale: float,
     max_query_len: int | None = None,
     out: torch.Tensor | None = None,
+    config: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Causal attention of each request's query chunk over its whole context (see
     :func:`pagoda.kernels.attention_ref.prefill_attention`); the chunk's own K/V must already be
     in the cache, which is where they are read from (``k`` and ``v`` are not used).
 
     ``query_start_loc`` [num_reqs + 1] and ``seq_lens`` [num_reqs] may be int32 device tensors
-    (no host sync then, given ``max_query_len``) or lists."""
+    (no host sync then, given ``max_query_len``) or lists. ``config`` (BLOCK_M, BLOCK_N,
+    num_warps, num_stages) overrides the default tiles (for tuning)."""
     num_tokens, heads, dim = q.shape
     _, num_blocks, block_size, kv_heads, _ = kv_cache.shape
     if out is None:
@@ -588,12 +611,16 @@ def prefill_attention(
     upcast, ieee = _dot_args(q.dtype)
     if _interpreting():
         block_m, block_n, warps, stages = 16, 16, 4, 1
-    elif dim <= 64:
+    elif dim <= 128:
+        # H100, causal 8k, Llama-3.1-8B heads: 381 TFLOP/s; the previous one-loop kernel gave
+        # 351 with its tiles and 359 at best (kernel_efficiency.py --sweep-prefill).
         block_m, block_n, warps, stages = 128, 64, 4, 3
-    else:
-        block_m, block_n, warps, stages = 128, 64, 8, 2
+    else:  # larger heads: smaller tiles, so that q and two K/V stages fit in shared memory
+        block_m, block_n, warps, stages = 64, 64, 4, 2
     if ieee and not _interpreting():
         block_m, block_n, stages = 64, 32, 2  # float32 tiles: keep shared memory in bounds
+    if config is not None:
+        block_m, block_n, warps, stages = config
     grid = (triton.cdiv(max_query_len, block_m), num_reqs, heads)
     _prefill_kernel[grid](
         q,
