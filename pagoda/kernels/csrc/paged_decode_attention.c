@@ -168,7 +168,7 @@ INLINE void attend_avx512(const float *qh, const float *k_cache, const float *v_
     const int GV = 16 / C;
     for (int g0 = 0; g0 < G; g0 += GV) {
         const int ng = G - g0 < GV ? G - g0 : GV;
-        float inv[4];
+        float inv[4]; /* ng <= GV <= 4: C is 4 or 8 (D = 64 or 128) */
         for (int g = 0; g < ng; g++) inv[g] = softmax_avx512(scores + (long)(g0 + g) * L, L);
         __m512 acc[16];
         for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();

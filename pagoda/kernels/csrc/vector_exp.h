@@ -1,6 +1,7 @@
-/* 16-float vectors (GCC/Clang vector extensions) and a vectorised exp, shared by the C kernels
- * that need exp (SiLU, the decode attention's softmax). Included by sources of this
- * directory; pagoda/kernels/c_library.py builds them with it and keys its cache on it too. */
+/* 16-float vectors (GCC/Clang vector extensions: load, store, blend) and a vectorised exp,
+ * shared by the C kernels of this directory (SiLU and the decode softmax use the exp, the
+ * encoder attention the vector helpers). pagoda/kernels/c_library.py builds each source with
+ * this header beside it and keys its cache on it too. */
 #ifndef PAGODA_VECTOR_EXP_H
 #define PAGODA_VECTOR_EXP_H
 
