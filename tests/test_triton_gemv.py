@@ -110,3 +110,23 @@ def test_linear_layer_and_mlp_use_gemv_cuda(monkeypatch):
     big = torch.randn(triton_gemv.MAX_ROWS + 1, 256, device="cuda", dtype=torch.bfloat16)
     layer(big)
     assert calls == ["gemv", "gemv_silu_and_mul", "gemv"]
+
+
+def test_prefetch_columns_spread_the_budget_over_the_starting_programs(monkeypatch) -> None:
+    """Launched with PDL, each program prefetches a power-of-two count of leading weight
+    columns (whole 128-byte lines) so that the programs placed at once (two per SM) ask for
+    at most PREFETCH_BYTES in all; at 132 SMs, the Llama-3.1-8B shapes:"""
+    monkeypatch.setattr(triton_gemv, "_sm_count", lambda device: 132)
+    cols = triton_gemv._prefetch_cols
+    dev = torch.device("cuda")
+    assert cols(192, 32, 4096, dev) == 1024  # qkv: 192 programs of 32 rows
+    assert cols(128, 32, 14336, dev) == 1024  # down
+    assert cols(448, 64, 4096, dev) == 256  # gate-up with SiLU: 32 gate + 32 up rows each
+    assert cols(4008, 32, 4096, dev) == 512  # LM head
+    assert cols(4, 32, 128, dev) == 128  # never past K
+    for programs, rows, k in ((192, 32, 4096), (4008, 32, 4096), (4, 32, 128)):
+        c = cols(programs, rows, k, dev)
+        assert c & (c - 1) == 0
+        assert min(programs, 264) * rows * c * 2 <= triton_gemv.PREFETCH_BYTES
+    monkeypatch.setattr(triton_gemv, "PREFETCH_BYTES", 0)
+    assert cols(192, 32, 4096, dev) == 0

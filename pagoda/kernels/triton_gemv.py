@@ -5,12 +5,16 @@ At one to a few rows a linear layer only streams its weight once, so it runs at 
 bandwidth or not at all. cuBLAS picks split-K kernels plus a reduction kernel for some of these
 shapes and leaves a 4096 x 4096 matrix at 2.04 of the 3.01 TB/s copy bandwidth on an H100
 (docs/perf.md); here each program owns ``BLOCK_N`` output features and streams their rows of
-the weight over the whole K once, with no reduction pass.
+the weight over the whole K once, with no reduction pass. Launched with programmatic
+dependent launch (Hopper), each program first asks L2 for the leading columns of its weight
+rows, which do not depend on the previous kernel, and only then waits for that kernel to end.
 
 The references are ``F.linear`` and ``silu_and_mul(F.linear(...))`` (activation_ref).
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import torch
 import triton
@@ -22,6 +26,9 @@ __all__ = ["MAX_ROWS", "gemv", "gemv_silu_and_mul", "supports"]
 
 MAX_ROWS = 16  # more rows: cuBLAS is as fast or faster (docs/perf.md)
 _SHARED_MEMORY = 160 * 1024  # bytes of tiles in flight per program (H100: 227 KiB per SM)
+# Bytes of weight a launch with PDL pulls into L2 while the kernel before it finishes, spread
+# over the programs that can start at once (0: none).
+PREFETCH_BYTES = 12 * 2**20
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -58,6 +65,36 @@ def _config(block_m: int, n: int, k: int, silu_and_mul: bool) -> tuple[int, int,
     return block_n, block_k, 4, max(2, min(stages, _SHARED_MEMORY // per_stage))
 
 
+@cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _prefetch_cols(programs: int, rows: int, k: int, device: torch.device) -> int:
+    """Leading weight columns each program prefetches before waiting on the previous kernel: a
+    power of two of at least one 128-byte line (64 columns), or 0. Only the programs placed
+    while the previous kernel runs gain from it (about two per SM)."""
+    starting = min(programs, 2 * _sm_count(device))
+    cols = min(k, PREFETCH_BYTES // (starting * rows * 2))
+    return 0 if cols < 64 else 1 << (cols.bit_length() - 1)
+
+
+@triton.jit
+def _prefetch_rows(w_ptr, offs_n, N, K, COLS: tl.constexpr):
+    """Ask L2 for the first COLS columns of weight rows ``offs_n`` (clamped to N), one
+    prefetch per 128-byte line; nothing is loaded into registers."""
+    rows = tl.minimum(offs_n, N - 1).to(tl.int64) * K
+    lines = tl.arange(0, COLS // 64) * 64
+    tl.inline_asm_elementwise(
+        "prefetch.global.L2 [$1]; // $0",
+        "=r,l",
+        [w_ptr + rows[:, None] + lines[None, :]],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
 @triton.jit
 def _gemv_kernel(
     x_ptr,
@@ -76,13 +113,20 @@ def _gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     PDL: tl.constexpr,
+    PREFETCH_COLS: tl.constexpr,
 ):
-    pdl.await_previous(PDL)
     # out[m, n] = sum_k x[m, k] * w[n, k]; with SILU_AND_MUL, rows n (gate) and n + UP_OFFSET
     # (up) of w are both read and out[m, n] = silu(gate) * up.
     pid = tl.program_id(0)
-    offs_m = tl.arange(0, BLOCK_M)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    if PREFETCH_COLS > 0:
+        # The weight does not depend on the previous kernel, so HBM need not sit idle while
+        # that kernel finishes: start streaming this program's rows into L2 now.
+        _prefetch_rows(w_ptr, offs_n, N, K, PREFETCH_COLS)
+        if SILU_AND_MUL:
+            _prefetch_rows(w_ptr + UP_OFFSET * K, offs_n, N, K, PREFETCH_COLS)
+    pdl.await_previous(PDL)
+    offs_m = tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
     n_mask = offs_n < N
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
@@ -130,7 +174,11 @@ def _launch(
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     block_m = max(16, triton.next_power_of_2(m))  # tl.dot's smallest tile is 16 rows
     block_n, block_k, warps, stages = config or _config(block_m, n, k, silu_and_mul)
-    _gemv_kernel[(triton.cdiv(n, block_n),)](
+    programs = triton.cdiv(n, block_n)
+    launch = pdl.launch_options(x.device, m)
+    rows = block_n * (2 if silu_and_mul else 1)
+    prefetch = _prefetch_cols(programs, rows, k, x.device) if launch["PDL"] else 0
+    _gemv_kernel[(programs,)](
         x,
         weight,
         bias if bias is not None else weight,
@@ -148,7 +196,8 @@ def _launch(
         BLOCK_K=block_k,
         num_warps=warps,
         num_stages=stages,
-        **pdl.launch_options(x.device, m),
+        PREFETCH_COLS=prefetch,
+        **launch,
     )
     return out
 
