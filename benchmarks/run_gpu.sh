@@ -32,7 +32,8 @@ pagoda() { python3 -c 'import sys; from pagoda.cli import main; sys.argv[0] = "p
 for part in $PARTS; do
   case $part in
   tests)
-    python3 -m pytest -q -x -m cuda tests/test_cuda_engine.py tests/test_triton_gemv.py 2>&1 \
+    python3 -m pytest -q -x -m cuda tests/test_cuda_engine.py tests/test_triton_gemv.py \
+      tests/test_triton_kernels.py 2>&1 \
       | tee "$OUT/tests.log" ;;
   latency)
     # Recipe 1: batch 1, 128 prompt tokens, 1024 output tokens, bf16. transformers' eager decode

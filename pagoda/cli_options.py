@@ -89,7 +89,12 @@ _OPTIONS = [
         default=None,
         help="Attention backend name (default: the best for the device).",
     ),
-    click.option("--enforce-eager", is_flag=True, default=False, help="Never capture CUDA graphs."),
+    click.option(
+        "--enforce-eager",
+        is_flag=True,
+        default=False,
+        help="Never capture CUDA graphs (decode or piecewise).",
+    ),
     click.option(
         "--async-scheduling/--no-async-scheduling",
         default=None,

@@ -56,15 +56,19 @@ def test_cuda_greedy_tokens_equal_cpu(arch: str, tmp_path: Path) -> None:
     assert sync == cpu
 
 
-def test_cuda_engine_uses_graphs_for_decode(tmp_path: Path) -> None:
-    checkpoint = make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "m", TOKENIZER)
-    llm = LLM(
+def _cuda_llm(checkpoint: Path, **kwargs) -> LLM:
+    return LLM(
         str(checkpoint),
         tokenizer=str(TOKENIZER),
         device="cuda",
-        max_num_seqs=20,
         gpu_memory_utilization=0.3,
+        **kwargs,
     )
+
+
+def test_cuda_engine_uses_graphs_for_decode(tmp_path: Path) -> None:
+    checkpoint = make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "m", TOKENIZER)
+    llm = _cuda_llm(checkpoint, max_num_seqs=20)
     runner = llm.llm_engine.executor.runner
     assert runner.graphs is not None
     assert runner.graphs.sizes == [1, 2, 4, 8, 16, 20]
@@ -78,3 +82,29 @@ def test_cuda_engine_uses_graphs_for_decode(tmp_path: Path) -> None:
     llm.generate(_prompts()[:5], SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
     assert replays and set(replays) <= {5, 4, 3, 2, 1}
     runner.release()
+
+
+def test_cuda_engine_uses_piecewise_graphs_for_prefill(tmp_path: Path) -> None:
+    checkpoint = make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "m", TOKENIZER)
+    # A 160-token budget prefills the 100-token prompt in chunks, mixed with decodes. float32:
+    # a padded step may get another GEMM kernel, whose bf16 rounding could flip a greedy pick.
+    options = dict(max_num_seqs=4, max_num_batched_tokens=160, dtype="float32")
+    llm = _cuda_llm(checkpoint, **options)
+    runner = llm.llm_engine.executor.runner
+    assert runner.piecewise is not None
+    assert runner.piecewise.sizes == [64, 128, 160]
+    steps = []
+    original = runner.piecewise.run
+    runner.piecewise.run = lambda sched, previous=None: (
+        steps.append((sched.num_decodes, sched.num_tokens)) or original(sched, previous)
+    )
+    params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    outputs = llm.generate(_prompts(), params, use_tqdm=False)
+    runner.release()
+    assert any(decodes and tokens > decodes for decodes, tokens in steps)  # mixed steps
+    assert all(tokens <= 160 for _, tokens in steps)
+    eager = _cuda_llm(checkpoint, **options, enforce_eager=True)
+    assert eager.llm_engine.executor.runner.piecewise is None
+    expected = eager.generate(_prompts(), params, use_tqdm=False)
+    eager.llm_engine.executor.runner.release()
+    assert [o.outputs[0].token_ids for o in outputs] == [o.outputs[0].token_ids for o in expected]

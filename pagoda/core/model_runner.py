@@ -12,6 +12,7 @@ from pagoda.core.cpu_memory import keep_freed_cpu_memory
 from pagoda.core.cuda_graphs import CUDAGraphRunner, supports_graphs
 from pagoda.core.device_inputs import DeviceInputs, PreviousSample, fill_pending, host_to_device
 from pagoda.core.loader import load_weights
+from pagoda.core.piecewise_graphs import PiecewiseGraphRunner
 from pagoda.core.pooler import Pooler
 from pagoda.core.request import Request
 from pagoda.core.sampler import Sampler, compute_prompt_logprobs
@@ -84,7 +85,7 @@ class ModelRunner:
         self.inputs = self._make_device_inputs()
         self.num_blocks = self._determine_num_blocks()
         self._allocate_kv_cache()
-        self.graphs = self._capture_cuda_graphs()
+        self.graphs, self.piecewise = self._capture_cuda_graphs()
         self.sampler = Sampler()
         self._previous: PreviousSample | None = None
         m = config.model
@@ -152,7 +153,7 @@ class ModelRunner:
         for layer in self.attn_layers:
             layer.kv_cache = torch.empty(0)
         self.attn_layers = []
-        self.graphs = None
+        self.graphs = self.piecewise = None
         self.inputs = None
         self.model = None  # type: ignore[assignment]
 
@@ -169,23 +170,32 @@ class ModelRunner:
             device=self.device,
         )
 
-    def _capture_cuda_graphs(self) -> CUDAGraphRunner | None:
-        if (
-            self.inputs is None
-            or self.config.device.enforce_eager
-            or self.config.model.task != "generate"  # pooling models never decode
-            or not supports_graphs(self.backend)
-        ):
-            return None
+    def _uses_cuda_graphs(self) -> bool:
+        return (
+            self.inputs is not None
+            and not self.config.device.enforce_eager
+            and self.config.model.task == "generate"  # pooling models never decode
+            and supports_graphs(self.backend)
+        )
+
+    def _capture_cuda_graphs(self) -> tuple[CUDAGraphRunner | None, PiecewiseGraphRunner | None]:
+        """Decode graphs, then piecewise graphs for the other steps (prefill chunks)."""
+        if not self._uses_cuda_graphs():
+            return None, None
+        assert self.inputs is not None
         sched = self.config.scheduler
-        runner = CUDAGraphRunner(
+        decode = CUDAGraphRunner(
             self.model,
             self.backend,
             self.inputs,
             min(sched.max_num_seqs, sched.max_num_batched_tokens),
         )
-        runner.capture()
-        return runner
+        decode.capture()
+        piecewise = PiecewiseGraphRunner(
+            self.model, self.backend, self.inputs, sched.max_num_batched_tokens
+        )
+        piecewise.capture()
+        return decode, piecewise
 
     def _block_bytes(self) -> int:
         per_layer = sum(2 * self.block_size * a.num_kv_heads * a.head_dim for a in self.attn_layers)
@@ -208,19 +218,21 @@ class ModelRunner:
                 useful = seqs * -(-(max_len or 1) // self.block_size) * self._block_bytes()
                 budget = min(budget, useful)
         else:
+            weights = torch.cuda.memory_allocated(self.device)
             peak = self._profile_peak_memory()
             free, total = torch.cuda.mem_get_info(self.device)
             # Memory this process holds outside torch's allocator (CUDA context, libraries).
             non_torch = (total - free) - torch.cuda.memory_reserved(self.device)
-            budget = (
-                int(total * cache.gpu_memory_utilization) - peak - non_torch - _GRAPH_MEMORY_RESERVE
-            )
+            # The piecewise graphs' pool holds a forward pass's activations of their own.
+            graphs = _GRAPH_MEMORY_RESERVE + (peak - weights if self._uses_cuda_graphs() else 0)
+            budget = int(total * cache.gpu_memory_utilization) - peak - non_torch - graphs
             logger.info(
                 "memory profile: peak %.2f GiB (weights and activations of %d tokens), "
-                "outside torch %.2f GiB, KV cache budget %.2f GiB",
+                "outside torch %.2f GiB, CUDA graphs %.2f GiB, KV cache budget %.2f GiB",
                 peak / 2**30,
                 self.config.scheduler.max_num_batched_tokens,
                 non_torch / 2**30,
+                graphs / 2**30,
                 budget / 2**30,
             )
         num_blocks = budget // self._block_bytes()
@@ -356,6 +368,8 @@ class ModelRunner:
         """The step's hidden states: a graph replay for decode batches on CUDA, else eager."""
         if self.graphs is not None and self.graphs.can_run(sched):
             return self.graphs.run(sched, self._previous)
+        if self.piecewise is not None and self.piecewise.can_run(sched):
+            return self.piecewise.run(sched, self._previous)
         if self.inputs is not None:
             input_ids, positions, meta = self.inputs.prepare(sched, self._previous)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pagoda.layers.forward_context import get_forward_context
+from pagoda.layers.forward_context import ForwardContext, get_forward_context
 
 
 class Attention(nn.Module):
@@ -25,6 +25,14 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         ctx = get_forward_context()
+        if ctx.split_at_attention is not None:
+            return ctx.split_at_attention(self, q, k, v)
+        return self.attend(ctx, q, k, v)
+
+    def attend(
+        self, ctx: ForwardContext, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of the step in ``ctx`` over this layer's cache: [tokens, heads * dim]."""
         n = q.shape[0]
         out = ctx.backend.forward(
             q.reshape(n, self.num_heads, self.head_dim),

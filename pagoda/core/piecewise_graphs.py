@@ -1,0 +1,178 @@
+"""CUDA graphs for steps with prefill chunks: the forward pass captured in pieces between its
+attention calls, one set of pieces per bucketed token count, with attention run eagerly
+between the replays.
+
+An eager forward pass of a large model is hundreds of kernel launches from Python (about
+21 ms for the Llama-3.1-8B shape on an H100), longer than the GPU needs for a step of a few
+hundred tokens. Attention cannot be captured here (its launch grid follows the batch's
+prefill lengths); everything between two attention calls can, at a fixed row count:
+
+    piece 0: embedding, layer 0 up to its q, k, v      -> attention of layer 0 (eager)
+    piece 1: o_proj of layer 0 ... q, k, v of layer 1  -> attention of layer 1 (eager)
+    ...
+    piece L: o_proj of the last layer, the final norm  -> hidden states
+
+A step of ``n`` tokens replays the pieces of the smallest captured size ``b >= n``. Rows
+``n..b`` are padding: their ids and positions are whatever the persistent input buffers
+hold there (valid values of earlier steps), their attention output is never written, and
+nothing reads their results. Pieces hand q, k and v to the eager attention, and take its
+output back, through persistent buffers, so the graphs' shared memory pool holds no tensor
+between steps; the last piece copies the hidden states into a persistent buffer too.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from pagoda.core.device_inputs import DeviceInputs, PreviousSample
+from pagoda.core.scheduler import SchedulerOutput
+from pagoda.layers.attention import Attention
+from pagoda.layers.attention_metadata import AttentionMetadata
+from pagoda.layers.forward_context import ForwardContext, forward_context
+
+logger = logging.getLogger("pagoda")
+
+
+def piecewise_sizes(max_tokens: int, smallest: int = 64) -> list[int]:
+    """Token counts to capture: multiples of 64 up to 1,024, of 128 up to 2,048, of 256 up
+    to 4,096, then of 512, and ``max_tokens`` itself; padding is at most an eighth of a step
+    above 512 tokens (prefill steps there are compute-bound, so padding costs time)."""
+    sizes: list[int] = []
+    size, step = smallest, 64
+    while size < max_tokens:
+        sizes.append(size)
+        if size >= 4 * 1024:
+            step = 512
+        elif size >= 2 * 1024:
+            step = 256
+        elif size >= 1024:
+            step = 128
+        size += step
+    return sizes + [max_tokens]
+
+
+class PiecewiseGraphRunner:
+    """Captures ``model``'s forward pass in pieces between attention calls and replays them
+    for steps of up to ``max_tokens`` tokens that the decode graphs do not take."""
+
+    def __init__(
+        self, model: nn.Module, backend: object, inputs: DeviceInputs, max_tokens: int
+    ) -> None:
+        self.model = model
+        self.backend = backend
+        self.inputs = inputs
+        self.sizes = piecewise_sizes(max_tokens)
+        self.pieces: dict[int, list[torch.cuda.CUDAGraph]] = {}
+        self.layers: list[Attention] = []  # the attention between piece i and piece i + 1
+        layer = next(m for m in model.modules() if isinstance(m, Attention))
+        kv = layer.num_kv_heads * layer.head_dim
+        self.shape = (layer.num_heads, layer.num_kv_heads, layer.head_dim)
+        param = next(model.parameters())
+        make = torch.zeros
+        opts = {"dtype": param.dtype, "device": param.device}
+        self.q = make(max_tokens, layer.num_heads * layer.head_dim, **opts)
+        self.k = make(max_tokens, kv, **opts)
+        self.v = make(max_tokens, kv, **opts)
+        self.attn_out = make(max_tokens, layer.num_heads * layer.head_dim, **opts)
+        self.hidden: torch.Tensor | None = None  # [max_tokens, hidden], made by the first capture
+
+    @property
+    def max_tokens(self) -> int:
+        return self.sizes[-1]
+
+    def can_run(self, sched: SchedulerOutput) -> bool:
+        return 0 < sched.num_tokens <= self.max_tokens
+
+    @torch.inference_mode()
+    def capture(self) -> None:
+        """Capture every size, largest first, into one shared memory pool."""
+        start = time.perf_counter()
+        pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream()
+        for size in reversed(self.sizes):
+            self.pieces[size] = self._capture_size(size, pool, stream)
+        logger.info(
+            "captured piecewise CUDA graphs for %d step sizes (%d..%d tokens, %d pieces each) "
+            "in %.1f s",
+            len(self.sizes),
+            self.sizes[0],
+            self.max_tokens,
+            len(self.layers) + 1,
+            time.perf_counter() - start,
+        )
+
+    def _capture_size(
+        self, size: int, pool: tuple[int, int], stream: torch.cuda.Stream
+    ) -> list[torch.cuda.CUDAGraph]:
+        ids, pos = self.inputs.input_ids[:size], self.inputs.positions[:size]
+        # An eager pass first (attention skipped) compiles this size's kernels and sets up
+        # cuBLAS outside the capture.
+        self._run_pieces(ids, pos, lambda: None)
+        torch.cuda.synchronize()
+        pieces: list[torch.cuda.CUDAGraph] = []
+
+        def next_piece() -> None:
+            if pieces:
+                pieces[-1].capture_end()
+            pieces.append(torch.cuda.CUDAGraph())
+            pieces[-1].capture_begin(pool=pool)
+
+        with torch.cuda.stream(stream):
+            next_piece()
+            self._run_pieces(ids, pos, next_piece)
+            pieces[-1].capture_end()
+        torch.cuda.synchronize()
+        return pieces
+
+    def _run_pieces(
+        self, ids: torch.Tensor, pos: torch.Tensor, between: Callable[[], None]
+    ) -> None:
+        """The forward pass with each attention call replaced by: q, k, v into the persistent
+        buffers, ``between()`` (which ends one capture and begins the next), and the
+        persistent attention output as its result."""
+        n = ids.shape[0]
+        layers: list[Attention] = []
+
+        def split(layer: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+            self.q[:n].view_as(q).copy_(q)
+            self.k[:n].view_as(k).copy_(k)
+            self.v[:n].view_as(v).copy_(v)
+            between()
+            layers.append(layer)
+            return self.attn_out[:n]
+
+        with forward_context(ForwardContext(None, self.backend, split)):
+            hidden = self.model(ids, pos)
+        if self.hidden is None:
+            self.hidden = torch.empty(
+                self.max_tokens, hidden.shape[1], dtype=hidden.dtype, device=hidden.device
+            )
+        self.hidden[:n].copy_(hidden)
+        self.layers = layers
+
+    def run(
+        self, sched: SchedulerOutput, previous: PreviousSample | None = None
+    ) -> tuple[torch.Tensor, AttentionMetadata]:
+        """Run the step: the pieces of its size with the attention of its real rows between
+        them; returns the hidden states of its tokens and its metadata."""
+        _, _, meta = self.inputs.prepare(sched, previous)
+        n = sched.num_tokens
+        pieces = self.pieces[self.sizes[bisect.bisect_left(self.sizes, n)]]
+        heads, kv_heads, d = self.shape
+        q = self.q[:n].view(n, heads, d)
+        k = self.k[:n].view(n, kv_heads, d)
+        v = self.v[:n].view(n, kv_heads, d)
+        self.backend.prepare(meta)
+        ctx = ForwardContext(meta, self.backend)
+        for piece, layer in zip(pieces, self.layers, strict=False):
+            piece.replay()
+            self.attn_out[:n].copy_(layer.attend(ctx, q, k, v))
+        pieces[-1].replay()
+        assert self.hidden is not None
+        return self.hidden[:n], meta
