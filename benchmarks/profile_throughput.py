@@ -3,7 +3,7 @@ decode by batch size, or with prefill) with the host's share of it, then GPU ker
 kernel and the GPU's idle gaps under the profiler.
 
     python benchmarks/profile_throughput.py nano|serving [--no-profile] [--budgets=8192,2048]
-        [--seqs=256,128] [--max-num-seqs=N] [--max-num-batched-tokens=N]
+        [--seqs=256,128] [--max-num-seqs=N] [--max-num-batched-tokens=N] [--steps-json=PATH]
 
 nano: recipe 2 (Qwen3-0.6B shape, nano-vllm's workload); serving: recipe 3 (Llama-3.1-8B
 shape, 500 lognormal requests). Same engine settings as benchmarks/run_gpu.sh;
@@ -15,8 +15,10 @@ buffers).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch.autograd import DeviceType
@@ -39,6 +41,9 @@ parser.add_argument("--budgets", type=int_list, default=[], help="max_num_batche
 parser.add_argument("--seqs", type=int_list, default=[], help="max_num_seqs list")
 parser.add_argument("--max-num-seqs", type=int, help="engine setting (default: the recipe's)")
 parser.add_argument("--max-num-batched-tokens", type=int, help="engine setting")
+parser.add_argument(
+    "--steps-json", help="write each timed step's [decodes, tokens, wall seconds] to this file"
+)
 parser.add_argument(
     "--no-pdl", action="store_true", help="plain launches, so kernel times do not overlap"
 )
@@ -143,8 +148,14 @@ def timed_run(label: str) -> None:
         f"{ {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)} }"
     )
     groups: dict[str, list[float]] = defaultdict(list)
-    for (t0, decodes, tokens), (t1, _, _) in zip(steps, steps[1:], strict=False):
-        groups[step_kind(decodes, tokens)].append(t1 - t0)
+    walls = [
+        (decodes, tokens, t1 - t0)
+        for (t0, decodes, tokens), (t1, _, _) in zip(steps, steps[1:], strict=False)
+    ]
+    for decodes, tokens, wall in walls:
+        groups[step_kind(decodes, tokens)].append(wall)
+    if args.steps_json:
+        Path(args.steps_json).write_text(json.dumps(walls))
     print("  step kind          steps   wall s  mean ms  launch ms  wait ms (of the previous step)")
     for kind in sorted(groups):
         d = groups[kind]
