@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pagoda.config import EngineConfig, is_gguf
+from pagoda.core import piecewise_graphs
 from pagoda.core.cpu_memory import keep_freed_cpu_memory
 from pagoda.core.cuda_graphs import CUDAGraphRunner, supports_graphs
 from pagoda.core.device_inputs import DeviceInputs, PreviousSample, fill_pending, host_to_device
@@ -223,8 +224,12 @@ class ModelRunner:
             free, total = torch.cuda.mem_get_info(self.device)
             # Memory this process holds outside torch's allocator (CUDA context, libraries).
             non_torch = (total - free) - torch.cuda.memory_reserved(self.device)
-            # The piecewise graphs' pool holds a forward pass's activations of their own.
-            graphs = _GRAPH_MEMORY_RESERVE + (peak - weights if self._uses_cuda_graphs() else 0)
+            graphs = _GRAPH_MEMORY_RESERVE
+            if self._uses_cuda_graphs():
+                # The piecewise graphs' pool holds the activations of a forward pass of their
+                # largest size (they grow about in proportion to the tokens).
+                tokens = self.config.scheduler.max_num_batched_tokens
+                graphs += (peak - weights) * min(tokens, piecewise_graphs.MAX_TOKENS) // tokens
             budget = int(total * cache.gpu_memory_utilization) - peak - non_torch - graphs
             logger.info(
                 "memory profile: peak %.2f GiB (weights and activations of %d tokens), "

@@ -38,28 +38,25 @@ from pagoda.layers.forward_context import ForwardContext, forward_context
 
 logger = logging.getLogger("pagoda")
 
+# Larger steps run eagerly: their GPU time dwarfs the launches (an 8B step of 2,048 tokens
+# computes for ~40 ms on an H100), and the pieces' copies of q, k, v and the attention output
+# cost more than the launches save (the nano-vllm recipe's 16,384-token steps: -1.5%).
+MAX_TOKENS = 2048
+
 
 def piecewise_sizes(max_tokens: int, smallest: int = 64) -> list[int]:
-    """Token counts to capture: multiples of 64 up to 1,024, of 128 up to 2,048, of 256 up
-    to 4,096, then of 512, and ``max_tokens`` itself; padding is at most an eighth of a step
-    above 512 tokens (prefill steps there are compute-bound, so padding costs time)."""
-    sizes: list[int] = []
-    size, step = smallest, 64
-    while size < max_tokens:
-        sizes.append(size)
-        if size >= 4 * 1024:
-            step = 512
-        elif size >= 2 * 1024:
-            step = 256
-        elif size >= 1024:
-            step = 128
-        size += step
-    return sizes + [max_tokens]
+    """Token counts to capture: multiples of 64 up to 1,024, then of 128, and ``max_tokens``
+    itself. Padding a step to its size adds at most an eighth above 512 tokens, where steps
+    compute rather than stream weights and padding costs time."""
+    sizes = list(range(smallest, min(max_tokens, 1024 + 1), 64))
+    sizes += range(1024 + 128, max_tokens, 128)
+    return [s for s in sizes if s < max_tokens] + [max_tokens]
 
 
 class PiecewiseGraphRunner:
     """Captures ``model``'s forward pass in pieces between attention calls and replays them
-    for steps of up to ``max_tokens`` tokens that the decode graphs do not take."""
+    for steps of up to ``max_tokens`` (at most MAX_TOKENS) tokens that the decode graphs do
+    not take."""
 
     def __init__(
         self, model: nn.Module, backend: object, inputs: DeviceInputs, max_tokens: int
@@ -67,7 +64,7 @@ class PiecewiseGraphRunner:
         self.model = model
         self.backend = backend
         self.inputs = inputs
-        self.sizes = piecewise_sizes(max_tokens)
+        self.sizes = piecewise_sizes(min(max_tokens, MAX_TOKENS))
         self.pieces: dict[int, list[torch.cuda.CUDAGraph]] = {}
         self.layers: list[Attention] = []  # the attention between piece i and piece i + 1
         layer = next(m for m in model.modules() if isinstance(m, Attention))
@@ -76,6 +73,7 @@ class PiecewiseGraphRunner:
         param = next(model.parameters())
         make = torch.zeros
         opts = {"dtype": param.dtype, "device": param.device}
+        max_tokens = self.sizes[-1]
         self.q = make(max_tokens, layer.num_heads * layer.head_dim, **opts)
         self.k = make(max_tokens, kv, **opts)
         self.v = make(max_tokens, kv, **opts)
