@@ -70,8 +70,10 @@ def backend(request: pytest.FixtureRequest, tokenizer: Any, vocab_size: int) -> 
     if name not in _BUILT:
         start = time.perf_counter()
         cls = load_reference(backend_refs()[name])
-        _BUILT[name] = (cls(tokenizer, vocab_size, eos_token_ids=[tokenizer.eos_token_id]),
-                        time.perf_counter() - start)
+        _BUILT[name] = (
+            cls(tokenizer, vocab_size, eos_token_ids=[tokenizer.eos_token_id]),
+            time.perf_counter() - start,
+        )
     return _BUILT[name][0]
 
 
@@ -87,8 +89,9 @@ def allowed_ids(bitmask: torch.Tensor, row: int, vocab_size: int) -> torch.Tenso
     return bits.nonzero().flatten()
 
 
-def drive(matcher: Matcher, tokenizer: Any, vocab_size: int, seed: int,
-          max_steps: int = MAX_STEPS) -> tuple[str, bool]:
+def drive(
+    matcher: Matcher, tokenizer: Any, vocab_size: int, seed: int, max_steps: int = MAX_STEPS
+) -> tuple[str, bool]:
     """Generate with the simulated model; returns (decoded text without EOS, terminated)."""
     rng = random.Random(seed)
     eos = tokenizer.eos_token_id
@@ -120,8 +123,12 @@ def drive(matcher: Matcher, tokenizer: Any, vocab_size: int, seed: int,
     return tokenizer.decode(tokens), False
 
 
-def compile_or_skip(backend: GuidedBackend, params: GuidedDecodingParams,
-                    unsupported: dict[str, set[str]], case: str) -> CompiledConstraint | None:
+def compile_or_skip(
+    backend: GuidedBackend,
+    params: GuidedDecodingParams,
+    unsupported: dict[str, set[str]],
+    case: str,
+) -> CompiledConstraint | None:
     """Compile; a backend may refuse only the cases the support matrix says it cannot do."""
     try:
         return backend.compile(params)
@@ -212,24 +219,36 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "nested_objects": {
         "type": "object",
         "properties": {
-            "car": {"type": "object", "properties": {
-                "brand": {"type": "string", "maxLength": 12},
-                "engine": {"type": "object", "properties": {"cylinders": {"type": "integer"}},
-                           "required": ["cylinders"]},
-            }, "required": ["brand", "engine"]},
+            "car": {
+                "type": "object",
+                "properties": {
+                    "brand": {"type": "string", "maxLength": 12},
+                    "engine": {
+                        "type": "object",
+                        "properties": {"cylinders": {"type": "integer"}},
+                        "required": ["cylinders"],
+                    },
+                },
+                "required": ["brand", "engine"],
+            },
         },
         "required": ["car"],
     },
     "array_min_max_items": {
         "type": "object",
-        "properties": {"tags": {"type": "array", "items": {"type": "string", "maxLength": 6},
-                                "minItems": 2, "maxItems": 3}},
+        "properties": {
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 6},
+                "minItems": 2,
+                "maxItems": 3,
+            }
+        },
         "required": ["tags"],
     },
     "enum": {
         "type": "object",
-        "properties": {"kind": {"enum": ["sedan", "suv", "truck"]},
-                       "doors": {"enum": [2, 4]}},
+        "properties": {"kind": {"enum": ["sedan", "suv", "truck"]}, "doors": {"enum": [2, 4]}},
         "required": ["kind", "doors"],
     },
     "integer_bounds": {
@@ -239,22 +258,37 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "required_and_optional": {
         "type": "object",
-        "properties": {"id": {"type": "integer"}, "name": {"type": "string", "maxLength": 8},
-                       "ok": {"type": "boolean"}, "note": {"type": "null"}},
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string", "maxLength": 8},
+            "ok": {"type": "boolean"},
+            "note": {"type": "null"},
+        },
         "required": ["id"],
     },
     "defs_and_ref": {
-        "$defs": {"point": {"type": "object",
-                            "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
-                            "required": ["x", "y"]}},
+        "$defs": {
+            "point": {
+                "type": "object",
+                "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+                "required": ["x", "y"],
+            }
+        },
         "type": "object",
         "properties": {"a": {"$ref": "#/$defs/point"}, "b": {"$ref": "#/$defs/point"}},
         "required": ["a", "b"],
     },
     "any_of": {
         "type": "object",
-        "properties": {"value": {"anyOf": [{"type": "integer"}, {"type": "boolean"},
-                                           {"type": "string", "maxLength": 5}]}},
+        "properties": {
+            "value": {
+                "anyOf": [
+                    {"type": "integer"},
+                    {"type": "boolean"},
+                    {"type": "string", "maxLength": 5},
+                ]
+            }
+        },
         "required": ["value"],
     },
     "string_pattern": {
@@ -275,7 +309,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "array_of_objects": {
         "type": "array",
         "items": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
-        "minItems": 1, "maxItems": 2,
+        "minItems": 1,
+        "maxItems": 2,
     },
     "format_date": {
         "type": "object",
@@ -287,28 +322,39 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 # What each backend refuses (UnsupportedConstraintError) rather than silently not enforce.
 UNSUPPORTED_SCHEMAS = {
     "outlines": {"integer_bounds", "format_date"},
-    "lm-format-enforcer": {"integer_bounds", "format_date", "nested_objects", "any_of",
-                           "array_min_max_items", "required_and_optional", "string_length"},
+    "lm-format-enforcer": {
+        "integer_bounds",
+        "format_date",
+        "nested_objects",
+        "any_of",
+        "array_min_max_items",
+        "required_and_optional",
+        "string_length",
+    },
 }
 
 
 @pytest.mark.parametrize("case", sorted(SCHEMAS))
-def test_json_schema_outputs_validate(backend: GuidedBackend, tokenizer: Any, vocab_size: int,
-                                      case: str) -> None:
+def test_json_schema_outputs_validate(
+    backend: GuidedBackend, tokenizer: Any, vocab_size: int, case: str
+) -> None:
     schema = SCHEMAS[case]
-    compiled = compile_or_skip(backend, GuidedDecodingParams(json=schema), UNSUPPORTED_SCHEMAS,
-                               case)
+    compiled = compile_or_skip(
+        backend, GuidedDecodingParams(json=schema), UNSUPPORTED_SCHEMAS, case
+    )
     if compiled is None:
         return
     for seed in SEEDS:
         text, terminated = drive(compiled.new_matcher(), tokenizer, vocab_size, seed)
         assert terminated, f"not finished in {MAX_STEPS} tokens: {text!r}"
-        jsonschema.validate(json.loads(text), schema,
-                            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        jsonschema.validate(
+            json.loads(text), schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
 
 
-def test_json_object_gives_an_object(backend: GuidedBackend, tokenizer: Any,
-                                     vocab_size: int) -> None:
+def test_json_object_gives_an_object(
+    backend: GuidedBackend, tokenizer: Any, vocab_size: int
+) -> None:
     if backend.name == "outlines":
         pytest.skip("outlines-core compiles any-JSON-object in ~13 s; covered by the matrix")
     compiled = backend.compile(GuidedDecodingParams(json_object=True))
@@ -328,8 +374,9 @@ REGEXES = {
 
 
 @pytest.mark.parametrize("case", sorted(REGEXES))
-def test_regex_outputs_fully_match(backend: GuidedBackend, tokenizer: Any, vocab_size: int,
-                                   case: str) -> None:
+def test_regex_outputs_fully_match(
+    backend: GuidedBackend, tokenizer: Any, vocab_size: int, case: str
+) -> None:
     regex = REGEXES[case]
     compiled = backend.compile(GuidedDecodingParams(regex=regex))
     for seed in SEEDS:
@@ -340,8 +387,9 @@ def test_regex_outputs_fully_match(backend: GuidedBackend, tokenizer: Any, vocab
 CHOICES = ["Positive", "Negative", "Neutral", "a.b (c)?", 'say "hi"', "Pos"]
 
 
-def test_choice_gives_exactly_one_choice(backend: GuidedBackend, tokenizer: Any,
-                                         vocab_size: int) -> None:
+def test_choice_gives_exactly_one_choice(
+    backend: GuidedBackend, tokenizer: Any, vocab_size: int
+) -> None:
     compiled = backend.compile(GuidedDecodingParams(choice=CHOICES))
     seen = set()
     for seed in range(6):
@@ -372,14 +420,17 @@ op: "=" | "<" | ">" | "<="
 value: /[0-9]+/ | /'[a-z]*'/
 """
 COLUMN = "(id|name|age|email)"
-SQL_REGEX = (rf"SELECT (\*|{COLUMN}(, {COLUMN})*) FROM (users|orders)"
-             rf"( WHERE {COLUMN} (=|<|>|<=) ([0-9]+|'[a-z]*'))?;")
+SQL_REGEX = (
+    rf"SELECT (\*|{COLUMN}(, {COLUMN})*) FROM (users|orders)"
+    rf"( WHERE {COLUMN} (=|<|>|<=) ([0-9]+|'[a-z]*'))?;"
+)
 GRAMMAR_BACKENDS = {"xgrammar"}
 
 
 @pytest.mark.parametrize("grammar", [SQL_EBNF, SQL_LARK], ids=["ebnf", "lark"])
-def test_sql_grammar_outputs_parse(backend: GuidedBackend, tokenizer: Any, vocab_size: int,
-                                   grammar: str) -> None:
+def test_sql_grammar_outputs_parse(
+    backend: GuidedBackend, tokenizer: Any, vocab_size: int, grammar: str
+) -> None:
     params = GuidedDecodingParams(grammar=grammar)
     if backend.name not in GRAMMAR_BACKENDS:
         with pytest.raises(UnsupportedConstraintError, match="grammar"):
@@ -395,8 +446,9 @@ def test_sql_grammar_outputs_parse(backend: GuidedBackend, tokenizer: Any, vocab
 
 INVALID = {
     "unknown_type": GuidedDecodingParams(json={"type": "objekt"}),
-    "dangling_ref": GuidedDecodingParams(json={"type": "object",
-                                               "properties": {"a": {"$ref": "#/$defs/nope"}}}),
+    "dangling_ref": GuidedDecodingParams(
+        json={"type": "object", "properties": {"a": {"$ref": "#/$defs/nope"}}}
+    ),
     "bad_regex": GuidedDecodingParams(regex="a(b"),
 }
 
@@ -416,8 +468,9 @@ def test_invalid_grammar_is_a_value_error(backend: GuidedBackend) -> None:
         backend.compile(params)
 
 
-def test_whitespace_pattern_is_honoured_or_refused(backend: GuidedBackend, tokenizer: Any,
-                                                  vocab_size: int) -> None:
+def test_whitespace_pattern_is_honoured_or_refused(
+    backend: GuidedBackend, tokenizer: Any, vocab_size: int
+) -> None:
     params = GuidedDecodingParams(json=SCHEMAS["numbers"], whitespace_pattern="")
     if backend.name != "outlines":
         with pytest.raises(UnsupportedConstraintError, match="whitespace_pattern"):
@@ -445,7 +498,10 @@ def masks_along(matcher: Matcher, tokens: list[int], vocab_size: int) -> list[to
 
 @pytest.mark.parametrize("replay", [False, True], ids=["native", "replay"])
 def test_rollback_then_reaccept_gives_the_same_masks(
-    backend: GuidedBackend, tokenizer: Any, vocab_size: int, replay: bool,
+    backend: GuidedBackend,
+    tokenizer: Any,
+    vocab_size: int,
+    replay: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if replay:
@@ -462,7 +518,7 @@ def test_rollback_then_reaccept_gives_the_same_masks(
         matcher.rollback(k)
         assert not matcher.is_terminated()
         again = masks_along(matcher, tokens[-k:], vocab_size)
-        for before, after in zip(masks[-k - 1:], again, strict=True):
+        for before, after in zip(masks[-k - 1 :], again, strict=True):
             assert torch.equal(before, after)
         assert matcher.is_terminated()
     with pytest.raises(ValueError):
@@ -502,8 +558,9 @@ def test_every_eos_id_ends_a_complete_match(tokenizer: Any, vocab_size: int) -> 
             assert matcher.accept_token(eos) and matcher.is_terminated(), backend.name
 
 
-def test_rejected_token_leaves_the_state_unchanged(backend: GuidedBackend, tokenizer: Any,
-                                                   vocab_size: int) -> None:
+def test_rejected_token_leaves_the_state_unchanged(
+    backend: GuidedBackend, tokenizer: Any, vocab_size: int
+) -> None:
     matcher = backend.compile(GuidedDecodingParams(regex="[0-9]{3}")).new_matcher()
     assert not matcher.accept_token(tokenizer.convert_tokens_to_ids("a"))
     assert not matcher.accept_token(tokenizer.eos_token_id)  # incomplete: EOS not allowed

@@ -35,8 +35,9 @@ def save_default_tokenizer(path: Path) -> Path:
     return path
 
 
-def make_tiny_checkpoint(arch: str, path: Path, tokenizer_dir: Path | None = None, seed: int = 0,
-                         **overrides: Any) -> Path:
+def make_tiny_checkpoint(
+    arch: str, path: Path, tokenizer_dir: Path | None = None, seed: int = 0, **overrides: Any
+) -> Path:
     """Save a random ``arch`` model under ``path`` (with the tokenizer files of
     ``tokenizer_dir`` copied beside it); returns ``path``."""
     import shutil
