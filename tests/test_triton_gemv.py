@@ -116,7 +116,7 @@ def test_prefetch_columns_spread_the_budget_over_the_starting_programs(monkeypat
     """Launched with PDL, each program prefetches a power-of-two count of leading weight
     columns (whole 128-byte lines) so that the programs placed at once (two per SM) ask for
     at most PREFETCH_BYTES in all; at 132 SMs, the Llama-3.1-8B shapes:"""
-    monkeypatch.setattr(triton_gemv, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(triton_gemv, "sm_count", lambda device: 132)
     cols = triton_gemv._prefetch_cols
     dev = torch.device("cuda")
     assert cols(192, 32, 4096, dev) == 1024  # qkv: 192 programs of 32 rows

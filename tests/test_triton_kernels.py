@@ -133,7 +133,7 @@ def test_decode_min_chunk_splits_only_long_contexts():
     "num_reqs,plan", [(1, (32, 0)), (4, (16, 0)), (8, (8, 256)), (32, (8, 256)), (33, (1, 0))]
 )
 def test_decode_split_plan_on_132_sms(monkeypatch, num_reqs, plan):
-    monkeypatch.setattr(ta, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(ta, "sm_count", lambda device: 132)
     assert ta.decode_split_plan(num_reqs, 8, torch.device("cuda")) == plan
 
 

@@ -21,6 +21,7 @@ from pagoda.kernels import pdl
 from pagoda.kernels.attention_ref import decode_attention, gather_slots
 from pagoda.kernels.attention_ref import prefill_attention as _prefill_attention_ref
 from pagoda.kernels.attention_ref import write_kv as write_kv_ref
+from pagoda.kernels.device import sm_count
 
 __all__ = [
     "decode_split_plan",
@@ -295,16 +296,6 @@ def _decode_reduce_kernel(
     )
 
 
-_SM_COUNT: dict[int, int] = {}
-
-
-def _sm_count(device: torch.device) -> int:
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNT:
-        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNT[index]
-
-
 # Mid-size batches: this many splits, each of at least _MID_BATCH_SPAN tokens (H100 sweep of
 # benchmarks/decode_sweep.py --splits, docs/perf.md).
 _MID_BATCH_SPLITS = 8
@@ -327,7 +318,7 @@ def decode_split_plan(num_reqs: int, kv_heads: int, device: torch.device) -> tup
     programs = max(1, num_reqs * kv_heads)
     if device.type != "cuda":
         return (4 if programs < 8 else 1), 0
-    sms = _sm_count(device)
+    sms = sm_count(device)
     if programs >= 2 * sms:
         return 1, 0
     if 3 * programs >= sms:

@@ -14,13 +14,12 @@ The references are ``F.linear`` and ``silu_and_mul(F.linear(...))`` (activation_
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
 import triton
 import triton.language as tl
 
 from pagoda.kernels import pdl
+from pagoda.kernels.device import sm_count
 
 __all__ = ["MAX_ROWS", "gemv", "gemv_silu_and_mul", "supports"]
 
@@ -65,16 +64,11 @@ def _config(block_m: int, n: int, k: int, silu_and_mul: bool) -> tuple[int, int,
     return block_n, block_k, 4, max(2, min(stages, _SHARED_MEMORY // per_stage))
 
 
-@cache
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def _prefetch_cols(programs: int, rows: int, k: int, device: torch.device) -> int:
     """Leading weight columns each program prefetches before waiting on the previous kernel: a
     power of two of at least one 128-byte line (64 columns), or 0. Only the programs placed
     while the previous kernel runs gain from it (about two per SM)."""
-    starting = min(programs, 2 * _sm_count(device))
+    starting = min(programs, 2 * sm_count(device))
     cols = min(k, PREFETCH_BYTES // (starting * rows * 2))
     return 0 if cols < 64 else 1 << (cols.bit_length() - 1)
 
