@@ -94,9 +94,9 @@ def test_cuda_engine_uses_piecewise_graphs_for_prefill(tmp_path: Path) -> None:
     assert runner.piecewise is not None
     assert runner.piecewise.sizes == [64, 128, 160]
     steps = []
-    original = runner.piecewise.run
-    runner.piecewise.run = lambda sched, previous=None: (
-        steps.append((sched.num_decodes, sched.num_tokens)) or original(sched, previous)
+    original = runner.piecewise.forward
+    runner.piecewise.forward = lambda ctx, n: (
+        steps.append((ctx.meta.num_decodes, n)) or original(ctx, n)
     )
     params = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True)
     outputs = llm.generate(_prompts(), params, use_tqdm=False)

@@ -370,17 +370,19 @@ class ModelRunner:
         return ids, torch.tensor(positions, dtype=torch.long, device=dev), meta
 
     def _forward(self, sched: SchedulerOutput) -> tuple[torch.Tensor, AttentionMetadata]:
-        """The step's hidden states: a graph replay for decode batches on CUDA, else eager."""
+        """The step's hidden states on CUDA: a graph replay for decode batches, piecewise
+        graphs for other steps up to their size; else (and on the CPU) eager."""
         if self.graphs is not None and self.graphs.can_run(sched):
             return self.graphs.run(sched, self._previous)
-        if self.piecewise is not None and self.piecewise.can_run(sched):
-            return self.piecewise.run(sched, self._previous)
         if self.inputs is not None:
             input_ids, positions, meta = self.inputs.prepare(sched, self._previous)
         else:
             input_ids, positions, meta = self._prepare(sched)
         self.backend.prepare(meta)
-        with forward_context(ForwardContext(meta, self.backend)):
+        ctx = ForwardContext(meta, self.backend)
+        if self.piecewise is not None and self.piecewise.can_run(sched.num_tokens):
+            return self.piecewise.forward(ctx, sched.num_tokens), meta
+        with forward_context(ctx):
             hidden = self.model(input_ids, positions)
         return hidden, meta
 

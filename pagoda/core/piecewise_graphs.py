@@ -30,10 +30,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pagoda.core.device_inputs import DeviceInputs, PreviousSample
-from pagoda.core.scheduler import SchedulerOutput
+from pagoda.core.device_inputs import DeviceInputs
 from pagoda.layers.attention import Attention
-from pagoda.layers.attention_metadata import AttentionMetadata
 from pagoda.layers.forward_context import ForwardContext, forward_context
 
 logger = logging.getLogger("pagoda")
@@ -71,21 +69,19 @@ class PiecewiseGraphRunner:
         kv = layer.num_kv_heads * layer.head_dim
         self.shape = (layer.num_heads, layer.num_kv_heads, layer.head_dim)
         param = next(model.parameters())
-        make = torch.zeros
-        opts = {"dtype": param.dtype, "device": param.device}
-        max_tokens = self.sizes[-1]
-        self.q = make(max_tokens, layer.num_heads * layer.head_dim, **opts)
-        self.k = make(max_tokens, kv, **opts)
-        self.v = make(max_tokens, kv, **opts)
-        self.attn_out = make(max_tokens, layer.num_heads * layer.head_dim, **opts)
+        rows, opts = self.max_tokens, {"dtype": param.dtype, "device": param.device}
+        self.q = torch.zeros(rows, layer.num_heads * layer.head_dim, **opts)
+        self.k = torch.zeros(rows, kv, **opts)
+        self.v = torch.zeros(rows, kv, **opts)
+        self.attn_out = torch.zeros(rows, layer.num_heads * layer.head_dim, **opts)
         self.hidden: torch.Tensor | None = None  # [max_tokens, hidden], made by the first capture
 
     @property
     def max_tokens(self) -> int:
         return self.sizes[-1]
 
-    def can_run(self, sched: SchedulerOutput) -> bool:
-        return 0 < sched.num_tokens <= self.max_tokens
+    def can_run(self, num_tokens: int) -> bool:
+        return 0 < num_tokens <= self.max_tokens
 
     @torch.inference_mode()
     def capture(self) -> None:
@@ -154,23 +150,19 @@ class PiecewiseGraphRunner:
         self.hidden[:n].copy_(hidden)
         self.layers = layers
 
-    def run(
-        self, sched: SchedulerOutput, previous: PreviousSample | None = None
-    ) -> tuple[torch.Tensor, AttentionMetadata]:
-        """Run the step: the pieces of its size with the attention of its real rows between
-        them; returns the hidden states of its tokens and its metadata."""
-        _, _, meta = self.inputs.prepare(sched, previous)
-        n = sched.num_tokens
+    def forward(self, ctx: ForwardContext, num_tokens: int) -> torch.Tensor:
+        """The hidden states of a step whose inputs are staged in the persistent buffers and
+        whose metadata (``ctx.meta``) the backend has prepared: the pieces of its size, with
+        the attention of its real rows between them."""
+        n = num_tokens
         pieces = self.pieces[self.sizes[bisect.bisect_left(self.sizes, n)]]
         heads, kv_heads, d = self.shape
         q = self.q[:n].view(n, heads, d)
         k = self.k[:n].view(n, kv_heads, d)
         v = self.v[:n].view(n, kv_heads, d)
-        self.backend.prepare(meta)
-        ctx = ForwardContext(meta, self.backend)
         for piece, layer in zip(pieces, self.layers, strict=False):
             piece.replay()
             self.attn_out[:n].copy_(layer.attend(ctx, q, k, v))
         pieces[-1].replay()
         assert self.hidden is not None
-        return self.hidden[:n], meta
+        return self.hidden[:n]
