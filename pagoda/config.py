@@ -198,6 +198,12 @@ class DeviceConfig:
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build"
+            raise ValueError(
+                f"device 'cuda' was asked for, but torch {torch.__version__} ({build}) sees no "
+                "CUDA device; use --device cpu or auto"
+            )
 
     @property
     def torch_device(self) -> torch.device:

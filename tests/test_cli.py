@@ -62,6 +62,25 @@ def test_bench_help_lists_throughput_and_latency(
     assert "throughput" in commands and "latency" in commands
 
 
+@pytest.mark.parametrize("command", ["throughput", "latency"])
+def test_bench_rejects_a_bad_engine_flag_as_a_usage_error(command: str) -> None:
+    from click.testing import CliRunner
+
+    from pagoda.bench.cli import bench
+
+    result = CliRunner().invoke(bench, [command, "unused-model", "--max-num-seqs", "0"])
+    assert result.exit_code == 2, result.output  # click's usage error, before any load
+    assert "Error: max_num_seqs must be at least 1, got 0" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_clear_error() -> None:
+    from pagoda.config import DeviceConfig
+
+    with pytest.raises(ValueError, match="device 'cuda' was asked for, but torch .* sees no CUDA"):
+        DeviceConfig(device="cuda")
+
+
 def plugin_sections(out: str) -> dict[str, list[str]]:
     """`pagoda plugins` output as {header line: [indented lines under it]}."""
     sections: dict[str, list[str]] = {}

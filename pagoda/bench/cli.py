@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pagoda.cli_options import engine_options, pop_engine_kwargs
+
+if TYPE_CHECKING:
+    from pagoda.llm import LLM
 
 
 def length_options(func: Any) -> Any:
@@ -30,6 +33,19 @@ def length_options(func: Any) -> Any:
         show_default=True,
         help="Prompt tokens: N (with --range-ratio) or LO:HI.",
     )(func)
+
+
+def build_llm(engine: dict[str, Any]) -> LLM:
+    """The LLM of the engine flags; a flag the config rejects is a usage error before anything
+    loads, as for ``pagoda serve``."""
+    from pagoda.config import EngineConfig
+    from pagoda.llm import LLM
+
+    try:
+        EngineConfig.from_kwargs(**engine)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return LLM(**engine)
 
 
 @click.group()
@@ -119,7 +135,6 @@ def throughput(**kwargs: Any) -> None:
         parse_length,
         random_workload,
     )
-    from pagoda.llm import LLM
 
     guided = guided_params_from_options(
         kwargs.pop("guided_json"),
@@ -128,7 +143,7 @@ def throughput(**kwargs: Any) -> None:
         kwargs.pop("guided_backend"),
     )
     engine = pop_engine_kwargs(kwargs)
-    llm = LLM(**engine)
+    llm = build_llm(engine)
     if llm.llm_engine.config.model.task != "generate":
         from pagoda.bench.pooling import run_pooling_throughput
 
@@ -211,11 +226,10 @@ def throughput(**kwargs: Any) -> None:
 def latency(**kwargs: Any) -> None:
     """Latency of one batch end to end; reports decode ms per output token."""
     from pagoda.bench.latency import run_latency
-    from pagoda.llm import LLM
 
     engine = pop_engine_kwargs(kwargs)
     engine["enable_prefix_caching"] = False
-    llm = LLM(**engine)
+    llm = build_llm(engine)
     run_latency(
         llm,
         kwargs["batch_size"],
