@@ -221,6 +221,35 @@ class DecodingConfig:
     reasoning_parser: str | None = None
 
 
+# Set to 1 to allow --max-model-len beyond the model's positions (as vLLM's
+# VLLM_ALLOW_LONG_MAX_MODEL_LEN): outputs past them are usually garbage.
+ALLOW_LONG_MAX_MODEL_LEN_ENV = "PAGODA_ALLOW_LONG_MAX_MODEL_LEN"
+
+
+def _check_max_model_len(max_model_len: int, hf_config: Any) -> None:
+    """Reject a max_model_len beyond the positions the checkpoint supports:
+    max_position_embeddings, or its YaRN / linear / dynamic rope scaling's extension of them
+    (the original length times the factor)."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions is None or os.environ.get(ALLOW_LONG_MAX_MODEL_LEN_ENV) == "1":
+        return
+    from pagoda.layers.rotary import rope_parameters
+
+    rope = rope_parameters(hf_config)
+    limit, how = positions, f"max_position_embeddings = {positions}"
+    if rope["rope_type"] in ("yarn", "linear", "dynamic") and rope.get("factor"):
+        original = rope.get("original_max_position_embeddings") or positions
+        scaled = int(original * rope["factor"])
+        if scaled > limit:
+            limit = scaled
+            how = f"{original} positions x {rope['rope_type']} factor {rope['factor']}"
+    if max_model_len > limit:
+        raise ValueError(
+            f"max_model_len {max_model_len} is longer than the model's {limit} ({how}); "
+            f"set {ALLOW_LONG_MAX_MODEL_LEN_ENV}=1 to allow it anyway"
+        )
+
+
 @dataclass(slots=True)
 class EngineConfig:
     """Every setting of one engine. Build with :meth:`from_kwargs`, then :meth:`finalize`."""
@@ -286,6 +315,8 @@ class EngineConfig:
             limit = min(limit, tasks.sentence_transformers_max_len(m.model_path) or limit)
         if m.max_model_len is None:
             m.max_model_len = limit
+        else:
+            _check_max_model_len(m.max_model_len, m.hf_config)
         sched = self.scheduler
         pooling = m.task != "generate"
         if sched.max_num_batched_tokens is None:
