@@ -7,13 +7,12 @@ from typing import Any
 
 import click
 
+from pagoda.cli_options import build_llm
 from pagoda.sampling_params import RequestOutputKind, SamplingParams
 
 
 def run_chat(engine_kwargs: dict[str, Any], params: SamplingParams, system: str | None) -> None:
-    from pagoda.llm import LLM
-
-    llm = LLM(**engine_kwargs)
+    llm = build_llm(engine_kwargs)
     params = copy.copy(params)
     params.output_kind = RequestOutputKind.DELTA
     engine = llm.llm_engine

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pagoda.cli_options import engine_flags, engine_options, pop_engine_kwargs
+from pagoda.cli_options import build_llm, engine_flags, engine_options, pop_engine_kwargs
 from pagoda.config import DEFAULT_MODEL
 
 
@@ -65,11 +65,8 @@ def generate(**kwargs: Any) -> None:
 
     Prompts come as arguments or --prompt options; with none, one is read from standard input.
     """
-    from pagoda.llm import LLM
-
     prompts = list(kwargs.pop("prompt_args")) + list(kwargs.pop("prompts"))
-    engine = pop_engine_kwargs(kwargs)
-    llm = LLM(**engine)
+    llm = build_llm(pop_engine_kwargs(kwargs))
     for out in llm.generate(
         prompts or [sys.stdin.read()], _sampling_params(kwargs), use_tqdm=False
     ):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pagoda.config import DEFAULT_MODEL, LOAD_FORMATS
+from pagoda.config import DEFAULT_MODEL, LOAD_FORMATS, EngineConfig
+
+if TYPE_CHECKING:
+    from pagoda.llm import LLM
 
 _OPTIONS = [
     click.option(
@@ -176,3 +179,20 @@ def pop_engine_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     engine = {name: kwargs.pop(name) for name in ENGINE_OPTION_NAMES}
     engine["model"] = kwargs.pop("model")
     return engine
+
+
+def checked_engine_config(engine: dict[str, Any]) -> EngineConfig:
+    """The finalized config of the engine flags. A flag it rejects (an unknown model, a value
+    out of range) is a usage error, raised before anything loads."""
+    try:
+        return EngineConfig.from_kwargs(**engine).finalize()
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def build_llm(engine: dict[str, Any]) -> LLM:
+    """``LLM(**engine)``, with the flags checked first (:func:`checked_engine_config`)."""
+    from pagoda.llm import LLM
+
+    checked_engine_config(engine)
+    return LLM(**engine)

@@ -62,15 +62,65 @@ def test_bench_help_lists_throughput_and_latency(
     assert "throughput" in commands and "latency" in commands
 
 
-@pytest.mark.parametrize("command", ["throughput", "latency"])
-def test_bench_rejects_a_bad_engine_flag_as_a_usage_error(command: str) -> None:
-    from click.testing import CliRunner
+def usage_error(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run ``pagoda ARGS``, which must stop with click's usage error (exit status 2); return
+    its standard error."""
+    monkeypatch.setattr(sys, "argv", ["pagoda", *args])
+    with pytest.raises(SystemExit) as excinfo:
+        pagoda.cli.main()
+    err = capsys.readouterr().err
+    assert excinfo.value.code == 2, err
+    return err
 
-    from pagoda.bench.cli import bench
 
-    result = CliRunner().invoke(bench, [command, "unused-model", "--max-num-seqs", "0"])
-    assert result.exit_code == 2, result.output  # click's usage error, before any load
-    assert "Error: max_num_seqs must be at least 1, got 0" in result.output
+BAD_FLAGS = {  # flags -> click's error line
+    "--max-num-seqs 0": "Error: max_num_seqs must be at least 1, got 0",
+    "--max-model-len 600": "Error: max_model_len 600 is longer than the model's 512",
+}
+
+
+@pytest.mark.parametrize("flags", list(BAD_FLAGS))
+@pytest.mark.parametrize("command", ["bench throughput", "bench latency", "generate", "serve"])
+def test_a_bad_engine_flag_is_a_usage_error_before_anything_loads(
+    tmp_path: Path,
+    command: str,
+    flags: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = str(make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "model"))  # 512 positions
+    model_args = ["--model", model] if command == "generate" else [model]
+    err = usage_error([*command.split(), *model_args, *flags.split()], monkeypatch, capsys)
+    assert BAD_FLAGS[flags] in err
+
+
+@pytest.mark.parametrize("command", ["bench throughput", "serve", "chat"])
+def test_an_unknown_model_is_a_usage_error(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = usage_error([*command.split(), "/no/such/model"], monkeypatch, capsys)
+    assert "Error: model '/no/such/model' is not a local directory" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--input-len", "0"], "bad length range '0'"),
+        (["--output-len", "abc"], "bad length 'abc': expected N or LO:HI"),
+        (["--workload", "lognormal", "--input-len", "10:20"], "lognormal takes"),
+    ],
+)
+def test_bench_throughput_checks_its_lengths_before_the_model(
+    flags: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The model does not exist: the lengths are checked first.
+    err = usage_error(["bench", "throughput", "/no/such/model", *flags], monkeypatch, capsys)
+    assert message in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from pagoda.cli_options import engine_options, pop_engine_kwargs
-
-if TYPE_CHECKING:
-    from pagoda.llm import LLM
+from pagoda.cli_options import build_llm, engine_options, pop_engine_kwargs
 
 
 def length_options(func: Any) -> Any:
@@ -33,19 +30,6 @@ def length_options(func: Any) -> Any:
         show_default=True,
         help="Prompt tokens: N (with --range-ratio) or LO:HI.",
     )(func)
-
-
-def build_llm(engine: dict[str, Any]) -> LLM:
-    """The LLM of the engine flags; a flag the config rejects is a usage error before anything
-    loads, as for ``pagoda serve``."""
-    from pagoda.config import EngineConfig
-    from pagoda.llm import LLM
-
-    try:
-        EngineConfig.from_kwargs(**engine)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    return LLM(**engine)
 
 
 @click.group()
@@ -142,15 +126,25 @@ def throughput(**kwargs: Any) -> None:
         kwargs.pop("guided_choice"),
         kwargs.pop("guided_backend"),
     )
-    engine = pop_engine_kwargs(kwargs)
-    llm = build_llm(engine)
+    try:  # checked before the model loads
+        in_range = parse_length(kwargs["input_len"], kwargs["range_ratio"])
+        out_range = parse_length(kwargs["output_len"], kwargs["range_ratio"])
+        clip = parse_length(kwargs["length_clip"], 0.0)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    ranged = in_range[0] < in_range[1] or out_range[0] < out_range[1]
+    if kwargs["workload"] == "lognormal" and ranged:
+        raise click.UsageError(
+            "--workload lognormal takes --input-len and --output-len as means (N each, no range)"
+        )
+    llm = build_llm(pop_engine_kwargs(kwargs))
     if llm.llm_engine.config.model.task != "generate":
         from pagoda.bench.pooling import run_pooling_throughput
 
         run_pooling_throughput(
             llm,
             kwargs["num_prompts"],
-            parse_length(kwargs["input_len"], kwargs["range_ratio"]),
+            in_range,
             kwargs["bench_seed"],
             kwargs["compare"],
             kwargs["hf_batch_size"],
@@ -159,20 +153,19 @@ def throughput(**kwargs: Any) -> None:
         )
         return
     tokenizer = llm.get_tokenizer()
-    out_range = parse_length(kwargs["output_len"], kwargs["range_ratio"])
     if kwargs["workload"] == "nano-vllm":
         requests = nano_vllm_workload(
             kwargs["num_prompts"],
-            parse_length(kwargs["input_len"], kwargs["range_ratio"]),
+            in_range,
             out_range,
             kwargs["bench_seed"],
         )
     elif kwargs["workload"] == "lognormal":
         requests = lognormal_workload(
             kwargs["num_prompts"],
-            (int(kwargs["input_len"]), int(kwargs["output_len"])),
+            (in_range[0], out_range[0]),
             kwargs["lognormal_sigma"],
-            parse_length(kwargs["length_clip"], 0.0),
+            clip,
             kwargs["bench_seed"],
         )
     elif kwargs["prompts_file"]:
@@ -181,7 +174,7 @@ def throughput(**kwargs: Any) -> None:
         corpus = None if kwargs["random_ids"] else corpus_token_ids(tokenizer)
         requests = random_workload(
             kwargs["num_prompts"],
-            parse_length(kwargs["input_len"], kwargs["range_ratio"]),
+            in_range,
             out_range,
             kwargs["bench_seed"],
             corpus,

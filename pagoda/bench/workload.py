@@ -20,11 +20,14 @@ class BenchRequest:
 
 def parse_length(text: str, range_ratio: float) -> tuple[int, int]:
     """``"N"`` with a range ratio r -> [N(1-r), N(1+r)]; ``"LO:HI"`` -> [LO, HI]."""
-    if ":" in text:
-        lo, hi = (int(x) for x in text.split(":", 1))
-    else:
-        n = int(text)
-        lo, hi = round(n * (1 - range_ratio)), round(n * (1 + range_ratio))
+    try:
+        if ":" in text:
+            lo, hi = (int(x) for x in text.split(":", 1))
+        else:
+            n = int(text)
+            lo, hi = round(n * (1 - range_ratio)), round(n * (1 + range_ratio))
+    except ValueError:
+        raise ValueError(f"bad length {text!r}: expected N or LO:HI") from None
     if not 1 <= lo <= hi:
         raise ValueError(f"bad length range {text!r} (ratio {range_ratio}): [{lo}, {hi}]")
     return lo, hi

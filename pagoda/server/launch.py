@@ -73,9 +73,10 @@ def _parser_class(value: Any, base: type) -> Any:
 def prepare(
     engine_kwargs: dict[str, Any], opts: dict[str, Any]
 ) -> tuple[EngineConfig, ServerOptions]:
-    """The engine config and server options of ``pagoda serve``'s flags, checked before
-    anything loads (ValueError / FileNotFoundError for a bad flag)."""
-    config = EngineConfig.from_kwargs(**engine_kwargs)
+    """The engine config (finalized: the model found, its config read) and server options of
+    ``pagoda serve``'s flags, checked before anything loads (ValueError / FileNotFoundError
+    for a bad flag)."""
+    config = EngineConfig.from_kwargs(**engine_kwargs).finalize()
     names = list(opts["served_model_name"]) or [engine_kwargs["model"]]
     tool_parser, reasoning_parser = resolve_parsers(opts)
     config.decoding.reasoning_parser = opts.get("reasoning_parser")
