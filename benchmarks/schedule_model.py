@@ -14,9 +14,9 @@ The model (every figure from docs/perf.md, H100, sessions 4-9):
   piecewise graphs).
 
 It reproduces the measured step times by batch size within about 5%, and the recipe at
-5,920 tok/s (measured: 5,850-5,890). Each row below changes only the schedule: the limits,
-and the order requests arrive in ("longest first" knows every output length in advance,
-which no server does: an upper bound on what ordering could buy).
+5,922 tok/s (measured in session 9: 5,864-5,884). Each row below changes only the
+schedule: the limits, and the order requests arrive in ("longest first" knows every output
+length in advance, which no server does: an upper bound on what ordering could buy).
 
     python benchmarks/schedule_model.py
 """
