@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from enum import Enum
@@ -166,6 +168,14 @@ def test_structured_outputs_field(client: openai.OpenAI, steer: dict[str, Any]) 
         {"structured_outputs": {"regex": date, "backend": "outlines"}},
     )
     assert re.fullmatch(date, out.choices[0].message.content)
+    out = chat(client, steer, "A pet as JSON.", {"structured_outputs": {"json": PET}})
+    jsonschema.validate(finished_json(out.choices[0]), PET)
+
+
+def test_protocol_imports_without_warnings() -> None:
+    """pydantic warned that StructuredOutputs' "json" field shadows BaseModel.json."""
+    code = "import pagoda.server.protocol"
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
 
 
 def test_guided_regex_and_choice_on_completions(client: openai.OpenAI) -> None:

@@ -35,7 +35,8 @@ class StreamOptions(OpenAIModel):
 class StructuredOutputs(OpenAIModel):
     """vLLM's newer ``structured_outputs`` request object."""
 
-    json: dict[str, Any] | str | None = None
+    # "json" would shadow BaseModel.json, so the attribute has another name.
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
     regex: str | None = None
     choice: list[str] | None = None
     grammar: str | None = None
@@ -44,9 +45,8 @@ class StructuredOutputs(OpenAIModel):
     whitespace_pattern: str | None = None
 
     def constraints(self) -> dict[str, Any]:
-        return {
-            n: getattr(self, n) for n in CONSTRAINT_FIELDS if getattr(self, n) not in (None, False)
-        }
+        values = self.model_dump(by_alias=True, include=set(CONSTRAINT_FIELDS) | {"json_"})
+        return {n: values[n] for n in CONSTRAINT_FIELDS if values[n] not in (None, False)}
 
 
 class SamplingFields(OpenAIModel):
