@@ -21,6 +21,7 @@ import openai
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from tiny_models import make_tiny_checkpoint, save_default_tokenizer
 
 BODY_LIMIT = 100_000
 MAX_LOG_LEN = 12
@@ -184,6 +185,23 @@ def test_health_and_models_answer_503_while_the_model_loads(server: Server) -> N
     assert_openai_error(server.early["health"], 503, "loading")
     assert_openai_error(server.early["models"], 503, "loading")
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_serve_exits_with_status_1_when_the_model_fails_to_load(tmp_path: Path) -> None:
+    """Truncated weights pass the flag checks; the load then fails on the background thread,
+    and the server stops, as vLLM's does, rather than answering 503 for ever."""
+    tokenizer = save_default_tokenizer(tmp_path / "tokenizer")
+    model = make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "broken", tokenizer)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    pagoda = str(Path(sys.executable).parent / "pagoda")
+    port = str(free_port())
+    proc = subprocess.run(
+        [pagoda, "serve", str(model), "--port", port], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1, proc.stderr
+    # safetensors' own message about the truncated file
+    assert "pagoda serve: the model failed to load: Error while deserializing header" in proc.stderr
 
 
 def test_models_lists_the_served_model_with_its_context_length(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -79,7 +80,9 @@ def cors_middleware(origins: list[str]) -> Any:
 def create_app(
     options: ServerOptions, engine_factory: Callable[[], AsyncLLMEngine]
 ) -> web.Application:
-    """The app; the engine is built on a background thread after start-up (503 until then)."""
+    """The app; the engine is built on a background thread after start-up (503 until then).
+    If it fails to load, the app stops: ``web.run_app`` returns, and :func:`run_server` exits
+    with status 1."""
     state = ServerState(
         options=options,
         metrics=ServerMetrics(
@@ -109,6 +112,8 @@ def create_app(
     app.router.add_get("/openapi.json", openapi_json)
 
     async def load_engine(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+
         def build() -> None:
             try:
                 engine = engine_factory()
@@ -118,6 +123,7 @@ def create_app(
             except BaseException as exc:
                 logger.exception("the model failed to load")
                 state.load_error = exc
+                loop.call_soon_threadsafe(_stop_serving)
 
         threading.Thread(target=build, name="pagoda-load", daemon=True).start()
 
@@ -130,9 +136,15 @@ def create_app(
     return app
 
 
+def _stop_serving() -> None:
+    # Raised in the event loop, GracefulExit ends web.run_app as SIGTERM does.
+    raise web.GracefulExit()
+
+
 def run_server(config: EngineConfig, options: ServerOptions, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM: then stop accepting, let in-flight requests finish (up to
-    30 s, the rest are aborted), stop the engine, and return (exit status 0)."""
+    30 s, the rest are aborted), stop the engine, and return (exit status 0). If the model
+    fails to load, stop and exit with status 1, as vLLM does."""
     app = create_app(options, lambda: AsyncLLMEngine(config))
     web.run_app(
         app,
@@ -143,3 +155,6 @@ def run_server(config: EngineConfig, options: ServerOptions, host: str, port: in
         print=lambda msg: logger.info("%s", msg),
         access_log=None,
     )
+    error = app["state"].load_error
+    if error is not None:
+        sys.exit(f"pagoda serve: the model failed to load: {error}")
