@@ -45,7 +45,7 @@ class StructuredOutputs(OpenAIModel):
     whitespace_pattern: str | None = None
 
     def constraints(self) -> dict[str, Any]:
-        values = self.model_dump(by_alias=True, include=set(CONSTRAINT_FIELDS) | {"json_"})
+        values = self.model_dump(by_alias=True)
         return {n: values[n] for n in CONSTRAINT_FIELDS if values[n] not in (None, False)}
 
 
