@@ -5,6 +5,7 @@ Each timing replays a CUDA graph of back-to-back launches that cycle through eno
 the weight that none is still in L2 (as in the model, where every layer has its own weights).
 
     python benchmarks/gemv_sweep.py [--rows 1,2,4,8] [--quick]
+    python benchmarks/gemv_sweep.py --silu-rows 24,32,64,128   # the fused gate-up only
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from pagoda.kernels import triton_gemv
+from pagoda.kernels import triton_gemv, triton_ops
 from pagoda.kernels.activation_ref import silu_and_mul
 
 SHAPES = {  # name: (N, K) of the [N, K] weight
@@ -26,7 +27,16 @@ SHAPES = {  # name: (N, K) of the [N, K] weight
     "down": (4096, 14336),
     "lm_head": (128256, 4096),
 }
+GATE_UP_SHAPES = {"Llama-3.1-8B": (28672, 4096), "Qwen3-0.6B": (6144, 1024)}
 L2_BYTES = 50 * 2**20
+
+
+def weight_copies(n: int, k: int) -> tuple[list[torch.Tensor], int]:
+    """Enough random [n, k] bfloat16 weights that cycling through them defeats L2."""
+    copies = max(1, -(-3 * L2_BYTES // (n * k * 2)))
+    return [
+        torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)
+    ], copies
 
 
 def time_graph(fn, copies: int, reps: int = 3) -> float:
@@ -59,8 +69,14 @@ def main() -> None:
     parser.add_argument("--rows", default="1,2,4,8")
     parser.add_argument("--sweep-rows", default="1,4", help="row counts to sweep configs at")
     parser.add_argument("--quick", action="store_true", help="default configs only")
+    parser.add_argument(
+        "--silu-rows", default="", help="only the fused gate-up + SiLU, at these row counts"
+    )
     args = parser.parse_args()
     rows = [int(r) for r in args.rows.split(",")]
+    if args.silu_rows:
+        sweep_silu_rows([int(r) for r in args.silu_rows.split(",")])
+        return
     configs = [(16, 128, 4, 6), (16, 256, 4, 4)]
     configs += list(itertools.product((32, 64), (128, 256), (4, 8), (3, 4, 6)))
     print(f"{torch.cuda.get_device_name()}; {len(configs)} configs")
@@ -75,8 +91,7 @@ def sweep_shape(
 ) -> None:
     """Print cuBLAS and Triton timings of one weight shape at each row count."""
     nbytes = n * k * 2
-    copies = max(1, -(-3 * L2_BYTES // nbytes))
-    weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
+    weights, copies = weight_copies(n, k)
 
     def tb_s(seconds: float) -> str:
         return f"{seconds * 1e6:7.2f} us {nbytes / seconds / 1e12:5.2f} TB/s"
@@ -123,6 +138,34 @@ def sweep_shape(
         print(line, flush=True)
 
 
+def sweep_silu_rows(rows: list[int]) -> None:
+    """The fused gate-up + SiLU GEMV (shipped tiles, then the best three of a grid) against
+    cuBLAS plus the Triton SiLU-and-mul kernel (the engine's path without it), microseconds."""
+    configs = list(itertools.product((32, 64), (128, 256), (4, 8), (3, 4)))
+    print(f"{torch.cuda.get_device_name()}; {len(configs)} configs")
+    for name, (n, k) in GATE_UP_SHAPES.items():
+        weights, copies = weight_copies(n, k)
+        for m in rows:
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            unfused = time_graph(partial(_unfused, x, weights), copies)
+            fused = time_graph(partial(_fused, x, weights, None), copies)
+            timed = []
+            for cfg in configs:
+                try:
+                    timed.append((time_graph(partial(_fused, x, weights, cfg), copies, 2), cfg))
+                except Exception:  # noqa: BLE001 (out of shared memory)
+                    continue
+            timed.sort()
+            best = ", ".join(f"{c} {t * 1e6:.1f}" for t, c in timed[:3])
+            print(
+                f"{name} gate_up M={m}: cuBLAS + SiLU {unfused * 1e6:.1f} us, fused "
+                f"{fused * 1e6:.1f} us; best {best}",
+                flush=True,
+            )
+        del weights
+        torch.cuda.empty_cache()
+
+
 def _cublas(x, weights, i):
     return F.linear(x, weights[i])
 
@@ -136,7 +179,7 @@ def _fused(x, weights, config, i):
 
 
 def _unfused(x, weights, i):
-    return silu_and_mul(F.linear(x, weights[i]))
+    return triton_ops.silu_and_mul(F.linear(x, weights[i]))
 
 
 if __name__ == "__main__":

@@ -54,20 +54,28 @@ def _check(m, n, k, dtype, bias, seed):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("m,n,k", [(1, 40, 64), (3, 96, 192), (8, 33, 256), (20, 64, 128)])
+@pytest.mark.parametrize(
+    "m,n,k", [(1, 40, 64), (3, 96, 192), (8, 33, 256), (20, 64, 128), (70, 48, 128)]
+)
 def test_gemv_matches_linear(m, n, k, bias):
-    """Row counts 1..20, N not a multiple of the tile (masked), K not a multiple of 128."""
+    """Row counts 1..70 (the fused gate-up's tiles change past 16 rows), N not a multiple of
+    the tile (masked), K not a multiple of 128."""
     _check(m, n, k, torch.float16, bias, seed=m + n)
 
 
+@cuda
 def test_supports_only_small_half_precision_cuda_inputs():
     w = torch.zeros(64, 128, dtype=torch.bfloat16)
     assert not triton_gemv.supports(torch.zeros(1, 128, dtype=torch.bfloat16), w)  # CPU
     if HAS_CUDA:
         wc = w.cuda()
-        assert triton_gemv.supports(torch.zeros(8, 128, dtype=torch.bfloat16, device="cuda"), wc)
+        rows = triton_gemv.MAX_ROWS
+        assert triton_gemv.supports(torch.zeros(rows, 128, dtype=torch.bfloat16, device="cuda"), wc)
         assert not triton_gemv.supports(
-            torch.zeros(9, 128, dtype=torch.bfloat16, device="cuda"), wc
+            torch.zeros(rows + 1, 128, dtype=torch.bfloat16, device="cuda"), wc
+        )
+        assert triton_gemv.supports(
+            torch.zeros(rows + 1, 128, dtype=torch.bfloat16, device="cuda"), wc, rows + 1
         )
         assert not triton_gemv.supports(torch.zeros(1, 128, device="cuda"), wc.float())
         odd = torch.zeros(64, 96, dtype=torch.bfloat16, device="cuda")
@@ -83,6 +91,19 @@ def test_supports_only_small_half_precision_cuda_inputs():
 @pytest.mark.parametrize("n,k", [(6144, 4096), (4096, 4096), (4096, 14336), (1000, 4096)])
 def test_gemv_matches_linear_cuda(n, k, m, dtype):
     _check(m, n, k, dtype, bias=n == 1000, seed=n + m)
+
+
+@cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m", [17, 24, 32, 48, 64, 100, 128])
+@pytest.mark.parametrize("n,k", [(28672, 4096), (6144, 1024)])
+def test_gemv_silu_and_mul_past_16_rows_cuda(n, k, m, dtype):
+    """The fused gate-up takes up to SILU_AND_MUL_MAX_ROWS rows (Llama-3.1-8B and Qwen3-0.6B
+    shapes; the tiles change at 32, 64 and 128 rows)."""
+    x, w, _ = _inputs(m, n, k, dtype, False, seed=n + m)
+    expected = silu_and_mul(_reference(x, w, None))
+    torch.testing.assert_close(triton_gemv.gemv_silu_and_mul(x, w), expected, **TOL[dtype])
 
 
 @cuda
@@ -110,6 +131,11 @@ def test_linear_layer_and_mlp_use_gemv_cuda(monkeypatch):
     big = torch.randn(triton_gemv.MAX_ROWS + 1, 256, device="cuda", dtype=torch.bfloat16)
     layer(big)
     assert calls == ["gemv", "gemv_silu_and_mul", "gemv"]
+    SiluAndMul().of_projection(layer, big)
+    assert calls[3:] == ["gemv_silu_and_mul"]
+    bigger = torch.randn(triton_gemv.SILU_AND_MUL_MAX_ROWS + 1, 256, device="cuda")
+    SiluAndMul().of_projection(layer, bigger.to(torch.bfloat16))
+    assert calls[3:] == ["gemv_silu_and_mul"]
 
 
 def test_prefetch_columns_spread_the_budget_over_the_starting_programs(monkeypatch) -> None:

@@ -19,24 +19,29 @@ import triton
 import triton.language as tl
 
 from pagoda.kernels import pdl
-from pagoda.kernels.device import sm_count
+from pagoda.kernels.device import shared_memory, sm_count
 
-__all__ = ["MAX_ROWS", "gemv", "gemv_silu_and_mul", "supports"]
+__all__ = ["MAX_ROWS", "SILU_AND_MUL_MAX_ROWS", "gemv", "gemv_silu_and_mul", "supports"]
 
 MAX_ROWS = 16  # more rows: cuBLAS is as fast or faster (docs/perf.md)
-_SHARED_MEMORY = 160 * 1024  # bytes of tiles in flight per program (H100: 227 KiB per SM)
+# The fused gate-up + SiLU saves cuBLAS's projection round trip and the activation kernel, and
+# stays ahead of cuBLAS + SiLU up to 128 rows (H100, docs/perf.md).
+SILU_AND_MUL_MAX_ROWS = 128
+# Shared memory a program's tiles may not use: what Triton's own scratch needs beside them.
+_SHARED_MEMORY_RESERVE = 16 * 1024
 # Bytes of weight a launch with PDL pulls into L2 while the kernel before it finishes, spread
 # over the programs that can start at once (0: none).
 PREFETCH_BYTES = 12 * 2**20
 
 
-def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def supports(x: torch.Tensor, weight: torch.Tensor, max_rows: int = MAX_ROWS) -> bool:
     """True when ``gemv`` handles ``x @ weight.T``: a CUDA half-precision 2-D input of at most
-    MAX_ROWS rows, a contiguous weight, and K a multiple of 64."""
+    ``max_rows`` rows, a contiguous weight, and K a multiple of 64. ``gemv_silu_and_mul``
+    takes up to SILU_AND_MUL_MAX_ROWS rows."""
     return (
         x.is_cuda
         and x.dim() == 2
-        and 0 < x.shape[0] <= MAX_ROWS
+        and 0 < x.shape[0] <= max_rows
         and x.dtype in (torch.bfloat16, torch.float16)
         and weight.dtype == x.dtype
         and weight.is_contiguous()
@@ -44,12 +49,21 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def _config(block_m: int, n: int, k: int, silu_and_mul: bool) -> tuple[int, int, int, int]:
+def _config(
+    block_m: int, n: int, k: int, silu_and_mul: bool, shared_memory: int
+) -> tuple[int, int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps, num_stages) for an [n, k] weight (n: outputs written),
-    from a sweep on H100 over the Llama-3.1-8B shapes (benchmarks/gemv_sweep.py,
+    from sweeps on H100 over the Llama-3.1-8B and Qwen3-0.6B shapes (benchmarks/gemv_sweep.py,
     docs/perf.md): long rows and very many rows want deep pipelines of wide K tiles, wide
-    matrices shallower ones; more input rows leave room for fewer stages."""
-    if silu_and_mul:
+    matrices shallower ones; the fused gate-up at more than 16 rows wants 64 outputs per
+    program when it is wide, and 8 warps at 128 rows. Stages are capped by the tiles that fit
+    in ``shared_memory`` bytes."""
+    block_n, warps = 32, 4
+    if silu_and_mul and block_m > 16:
+        block_n = 64 if n >= 8192 else 32
+        block_k = 256 if block_n == 32 and block_m <= 32 else 128
+        warps, stages = (8, 3) if block_m >= 128 else (4, 4)
+    elif silu_and_mul:
         block_k, stages = 256, 3
     elif k >= 8192 or n >= 65536:
         block_k, stages = 256, 6
@@ -59,9 +73,8 @@ def _config(block_m: int, n: int, k: int, silu_and_mul: bool) -> tuple[int, int,
         block_k, stages = 128, 6
     if k % block_k:
         block_k = 64
-    block_n = 32
     per_stage = (block_m + block_n * (2 if silu_and_mul else 1)) * block_k * 2
-    return block_n, block_k, 4, max(2, min(stages, _SHARED_MEMORY // per_stage))
+    return block_n, block_k, warps, max(2, min(stages, shared_memory // per_stage))
 
 
 def _prefetch_cols(programs: int, rows: int, k: int, device: torch.device) -> int:
@@ -167,7 +180,9 @@ def _launch(
         x = x.contiguous()
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     block_m = max(16, triton.next_power_of_2(m))  # tl.dot's smallest tile is 16 rows
-    block_n, block_k, warps, stages = config or _config(block_m, n, k, silu_and_mul)
+    # (The interpreter has no shared memory: it gets the fewest stages.)
+    budget = shared_memory(x.device) - _SHARED_MEMORY_RESERVE if x.is_cuda else 0
+    block_n, block_k, warps, stages = config or _config(block_m, n, k, silu_and_mul, budget)
     programs = triton.cdiv(n, block_n)
     launch = pdl.launch_options(x.device, m)
     rows = block_n * (2 if silu_and_mul else 1)

@@ -25,11 +25,12 @@ class SiluAndMul(nn.Module):
         return F.silu(x[..., :d]) * x[..., d:]
 
     def of_projection(self, gate_up: LinearBase, x: torch.Tensor) -> torch.Tensor:
-        """``self(gate_up(x))``. CUDA decode batches of an unquantized weight run it as one
-        Triton kernel that streams the weight once and never writes the projection."""
+        """``self(gate_up(x))``. CUDA decode batches (up to ``SILU_AND_MUL_MAX_ROWS`` rows) of
+        an unquantized weight run it as one Triton kernel that streams the weight once and
+        never writes the projection."""
         if x.is_cuda and type(gate_up.linear_method) is UnquantizedLinearMethod:
             from pagoda.kernels import triton_gemv
 
-            if triton_gemv.supports(x, gate_up.weight):
+            if triton_gemv.supports(x, gate_up.weight, triton_gemv.SILU_AND_MUL_MAX_ROWS):
                 return triton_gemv.gemv_silu_and_mul(x, gate_up.weight, gate_up.bias)
         return self(gate_up(x))
