@@ -50,14 +50,14 @@ def supports(x: torch.Tensor, weight: torch.Tensor, max_rows: int = MAX_ROWS) ->
 
 
 def _config(
-    block_m: int, n: int, k: int, silu_and_mul: bool, shared_memory: int
+    block_m: int, n: int, k: int, silu_and_mul: bool, shared_bytes: int
 ) -> tuple[int, int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps, num_stages) for an [n, k] weight (n: outputs written),
     from sweeps on H100 over the Llama-3.1-8B and Qwen3-0.6B shapes (benchmarks/gemv_sweep.py,
     docs/perf.md): long rows and very many rows want deep pipelines of wide K tiles, wide
     matrices shallower ones; the fused gate-up at more than 16 rows wants 64 outputs per
     program when it is wide, and 8 warps at 128 rows. Stages are capped by the tiles that fit
-    in ``shared_memory`` bytes."""
+    in ``shared_bytes`` of shared memory."""
     block_n, warps = 32, 4
     if silu_and_mul and block_m > 16:
         block_n = 64 if n >= 8192 else 32
@@ -74,7 +74,7 @@ def _config(
     if k % block_k:
         block_k = 64
     per_stage = (block_m + block_n * (2 if silu_and_mul else 1)) * block_k * 2
-    return block_n, block_k, warps, max(2, min(stages, shared_memory // per_stage))
+    return block_n, block_k, warps, max(2, min(stages, shared_bytes // per_stage))
 
 
 def _prefetch_cols(programs: int, rows: int, k: int, device: torch.device) -> int:
