@@ -138,6 +138,41 @@ def test_linear_layer_and_mlp_use_gemv_cuda(monkeypatch):
     assert calls[3:] == ["gemv_silu_and_mul"]
 
 
+# (rows, outputs written, K, fused with SiLU): Llama-3.1-8B and Qwen3-0.6B decode batches
+_CONFIG_CASES = [
+    (block_m, n, k, fused)
+    for block_m in (16, 32, 64, 128)
+    for n, k, fused in (
+        (6144, 4096, False),
+        (4096, 14336, False),
+        (128256, 4096, False),
+        (14336, 4096, True),
+        (3072, 1024, True),
+    )
+    if fused or block_m == 16
+]
+
+
+@pytest.mark.parametrize("shared_bytes", [211 * 1024, 83 * 1024])
+def test_gemv_tiles_fit_the_shared_memory(shared_bytes) -> None:
+    """Every tile config's stages fit in the device's shared memory (H100: 227 KiB; Ada and
+    consumer Ampere: 99 KiB; each less the 16 KiB reserve), with at least two stages."""
+    for block_m, n, k, fused in _CONFIG_CASES:
+        block_n, block_k, _, stages = triton_gemv._config(block_m, n, k, fused, shared_bytes)
+        tile_bytes = (block_m + block_n * (2 if fused else 1)) * block_k * 2
+        assert stages >= 2 and stages * tile_bytes <= shared_bytes, (block_m, n, k, fused)
+        assert k % block_k == 0
+
+
+def test_gemv_tiles_on_h100_are_the_swept_ones() -> None:
+    """The fused gate-up's tiles past 16 rows (benchmarks/gemv_sweep.py --silu-rows, H100)."""
+    h100 = 227 * 1024 - triton_gemv._SHARED_MEMORY_RESERVE
+    assert triton_gemv._config(32, 14336, 4096, True, h100) == (64, 128, 4, 4)
+    assert triton_gemv._config(128, 14336, 4096, True, h100) == (64, 128, 8, 3)
+    assert triton_gemv._config(32, 3072, 1024, True, h100) == (32, 256, 4, 4)
+    assert triton_gemv._config(64, 3072, 1024, True, h100) == (32, 128, 4, 4)
+
+
 def test_prefetch_columns_spread_the_budget_over_the_starting_programs(monkeypatch) -> None:
     """Launched with PDL, each program prefetches a power-of-two count of leading weight
     columns (whole 128-byte lines) so that the programs placed at once (two per SM) ask for

@@ -57,7 +57,7 @@ def _config(
     docs/perf.md): long rows and very many rows want deep pipelines of wide K tiles, wide
     matrices shallower ones; the fused gate-up at more than 16 rows wants 64 outputs per
     program when it is wide, and 8 warps at 128 rows. Stages are capped by the tiles that fit
-    in ``shared_bytes`` of shared memory."""
+    in ``shared_bytes`` of shared memory, and K tiles narrowed until two stages fit."""
     block_n, warps = 32, 4
     if silu_and_mul and block_m > 16:
         block_n = 64 if n >= 8192 else 32
@@ -73,8 +73,10 @@ def _config(
         block_k, stages = 128, 6
     if k % block_k:
         block_k = 64
-    per_stage = (block_m + block_n * (2 if silu_and_mul else 1)) * block_k * 2
-    return block_n, block_k, warps, max(2, min(stages, shared_bytes // per_stage))
+    tile_rows = block_m + block_n * (2 if silu_and_mul else 1)
+    while block_k > 64 and 2 * tile_rows * block_k * 2 > shared_bytes:
+        block_k //= 2  # GPUs with less shared memory (~100 KiB): narrower K tiles
+    return block_n, block_k, warps, max(2, min(stages, shared_bytes // (tile_rows * block_k * 2)))
 
 
 def _prefetch_cols(programs: int, rows: int, k: int, device: torch.device) -> int:
@@ -180,8 +182,8 @@ def _launch(
         x = x.contiguous()
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     block_m = max(16, triton.next_power_of_2(m))  # tl.dot's smallest tile is 16 rows
-    # (The interpreter has no shared memory: it gets the fewest stages.)
-    budget = shared_memory(x.device) - _SHARED_MEMORY_RESERVE if x.is_cuda else 0
+    # (The interpreter has no shared memory, and no limit.)
+    budget = shared_memory(x.device) - _SHARED_MEMORY_RESERVE if x.is_cuda else 2**31
     block_n, block_k, warps, stages = config or _config(block_m, n, k, silu_and_mul, budget)
     programs = triton.cdiv(n, block_n)
     launch = pdl.launch_options(x.device, m)
