@@ -191,8 +191,8 @@ def checked_engine_config(engine: dict[str, Any]) -> EngineConfig:
 
 
 def build_llm(engine: dict[str, Any]) -> LLM:
-    """``LLM(**engine)``, with the flags checked first (:func:`checked_engine_config`)."""
+    """``LLM(**engine)``, with the flags checked first (:func:`checked_engine_config`) and the
+    config that check finalized reused."""
     from pagoda.llm import LLM
 
-    checked_engine_config(engine)
-    return LLM(**engine)
+    return LLM.from_engine_config(checked_engine_config(engine))

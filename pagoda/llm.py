@@ -29,7 +29,18 @@ class LLM(PoolingMixin):
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, **kwargs: Any) -> None:
-        self.llm_engine = LLMEngine(EngineConfig.from_kwargs(model=model, **kwargs))
+        self._start(EngineConfig.from_kwargs(model=model, **kwargs))
+
+    @classmethod
+    def from_engine_config(cls, config: EngineConfig) -> LLM:
+        """An LLM on an engine config already built, e.g. one the CLI finalized to check its
+        flags (finalizing reads the model's config, seconds for a GGUF file)."""
+        llm = cls.__new__(cls)
+        llm._start(config)
+        return llm
+
+    def _start(self, config: EngineConfig) -> None:
+        self.llm_engine = LLMEngine(config)
         self._counter = itertools.count()
 
     def get_tokenizer(self) -> Any:

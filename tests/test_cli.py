@@ -195,10 +195,17 @@ def test_generate_prints_prompt_and_greedy_continuation(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`pagoda generate Hello --model MODEL --max-tokens 4 --temperature 0` prints the prompt
-    followed by transformers' greedy continuation of it."""
+    followed by transformers' greedy continuation of it, reading the model's config once (the
+    flag check's finalized config is the engine's)."""
+    import pagoda.config
+
+    reads = []
+    real_load = pagoda.config.load_hf_config
+    monkeypatch.setattr(pagoda.config, "load_hf_config", lambda p: reads.append(p) or real_load(p))
     path = make_tiny_checkpoint("LlamaForCausalLM", tmp_path / "model", tokenizer_dir)
     args = ["generate", "Hello", "--model", str(path), "--max-tokens", "4", "--temperature", "0"]
     out = run_main([*args, "--kv-cache-memory", str(8 << 20)], monkeypatch, capsys)
+    assert reads == [str(path)]
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     hf = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
